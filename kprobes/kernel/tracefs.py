@@ -1,0 +1,343 @@
+"""Thin I/O on tracefs: discovery, one-line writes with the kernel's reason, instances.
+
+No policy lives here: which probes to create, in which order, and when to remove
+them is :mod:`kprobes.runtime.session`'s business.
+
+>>> tfs = Tracefs.open()                       # doctest: +SKIP
+>>> tfs.has("kprobe_events")                   # doctest: +SKIP
+False
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import KernelRefused, NotSupported, PermissionDenied, SpecError
+
+__all__ = ["Tracefs", "Instance", "CpuStats", "check_line", "DEFAULT_ROOTS"]
+
+DEFAULT_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_line(line: str, what: str = "definition") -> None:
+    """Refuse anything that could write more than one line into a tracefs file."""
+    m = _BAD_CHARS.search(line)
+    if m:
+        raise SpecError(
+            f"control character {m.group()!r} in {what}: refused (one definition per line)",
+            spec=line.encode("unicode_escape").decode(), column=m.start(),
+            hint="newlines, tabs and other control characters are never allowed in probe specs")
+
+
+def _is_tracefs(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "events")) and os.path.exists(
+        os.path.join(path, "instances"))
+
+
+@dataclass(frozen=True)
+class CpuStats:
+    """One CPU's ``per_cpu/cpuN/stats`` of an instance."""
+
+    cpu: int
+    entries: int
+    overrun: int
+    commit_overrun: int
+    dropped: int
+    read_events: int
+
+    @property
+    def lost(self) -> int:
+        return self.overrun + self.dropped + self.commit_overrun
+
+
+class Tracefs:
+    """A tracefs mount. All paths are relative to ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    # -- discovery ---------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | None = None, *, mount: bool = True) -> Tracefs:
+        """Find tracefs, mounting it at /sys/kernel/tracing when it is not mounted."""
+        if root is not None:
+            if not _is_tracefs(root):
+                raise NotSupported(f"{root} is not a tracefs mount", feature="tracefs",
+                                   hint=f"mount it: mount -t tracefs nodev {root}")
+            return cls(root)
+        for r in DEFAULT_ROOTS:
+            if _is_tracefs(r):
+                return cls(r)
+        if os.geteuid() != 0:
+            raise PermissionDenied(
+                "tracefs is not mounted and only root can mount it",
+                hint="run as root (sudo), or ask root to: mount -t tracefs nodev /sys/kernel/tracing")
+        target = DEFAULT_ROOTS[0]
+        if mount and os.path.isdir(target):
+            _mount_tracefs(target)
+            if _is_tracefs(target):
+                return cls(target)
+        raise NotSupported("tracefs is not available on this kernel", feature="tracefs",
+                           hint="the kernel needs CONFIG_TRACING; try: mount -t tracefs nodev "
+                                "/sys/kernel/tracing")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def has(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
+
+    def read(self, rel: str) -> str:
+        try:
+            with open(self.path(rel), encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except PermissionError as e:
+            raise PermissionDenied(f"cannot read {self.path(rel)}: {e.strerror}",
+                                   hint="tracing needs root (or CAP_SYS_ADMIN/CAP_PERFMON)") from e
+
+    def read_lines(self, rel: str) -> list[str]:
+        return [ln for ln in self.read(rel).splitlines() if ln and not ln.startswith("#")]
+
+    # -- writing -----------------------------------------------------------
+    def write(self, rel: str, line: str, *, append: bool = True, reason_from: str | None = None,
+              hint: str | None = None) -> None:
+        """Write exactly one line with one ``write(2)``.
+
+        On refusal raise :class:`KernelRefused` carrying errno and the kernel's
+        reason from ``error_log`` (or, for filters, from ``reason_from``).
+        """
+        check_line(line, what=f"write to {rel}")
+        data = (line + "\n").encode()
+        flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
+        use_log = reason_from is None and self._error_log_relevant(rel)
+        if use_log:
+            self.clear_error_log()
+        try:
+            fd = os.open(self.path(rel), flags)
+        except PermissionError as e:
+            raise PermissionDenied(f"cannot write {self.path(rel)}: {e.strerror}",
+                                   hint="tracing needs root (sudo)") from e
+        except FileNotFoundError as e:
+            raise NotSupported(f"{self.path(rel)} does not exist", feature=rel,
+                               hint="this kernel lacks the feature (see: kprobes info)") from e
+        try:
+            os.write(fd, data)
+        except OSError as e:
+            reason, column = (None, None)
+            if use_log:
+                reason, column = self.last_error(line)
+            elif reason_from is not None:
+                reason = self._filter_reason(reason_from)
+            if e.errno == _errno.EPERM and reason is None:
+                raise PermissionDenied(f"kernel refused write to {rel}: {e.strerror}",
+                                       hint="needs root; kernel lockdown may also forbid it") from e
+            msg = f"kernel refused {line!r} in {rel}: {reason or e.strerror}"
+            raise KernelRefused(msg, errno=e.errno or 0, file=rel, command=line, reason=reason,
+                                column=column, hint=hint) from e
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _error_log_relevant(rel: str) -> bool:
+        return rel.rsplit("/", 1)[-1] in ("kprobe_events", "uprobe_events", "dynamic_events")
+
+    def clear_error_log(self) -> None:
+        try:
+            fd = os.open(self.path("error_log"), os.O_WRONLY | os.O_TRUNC)
+        except OSError:
+            return
+        try:
+            os.write(fd, b"")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def last_error(self, command: str | None = None) -> tuple[str | None, int | None]:
+        """The newest ``error_log`` entry: (message, caret column within the command)."""
+        try:
+            text = self.read("error_log")
+        except (OSError, PermissionDenied):
+            return None, None
+        lines = text.rstrip("\n").splitlines()
+        # Entries: "[ts] subsys: error: MSG", "  Command: CMD", "           ^"
+        for i in range(len(lines) - 1, -1, -1):
+            m = re.match(r"^\[\s*[\d.]+\]\s+(\S+):\s+error:\s+(.*)$", lines[i])
+            if not m:
+                continue
+            msg = m.group(2).strip()
+            column = None
+            if i + 2 < len(lines) and lines[i + 1].lstrip().startswith("Command:"):
+                cmd_line = lines[i + 1]
+                caret = lines[i + 2]
+                start = cmd_line.index("Command:") + len("Command: ")
+                pos = caret.find("^")
+                if pos >= start:
+                    column = pos - start
+            return msg, column
+        return None, None
+
+    def _filter_reason(self, filter_rel: str) -> str | None:
+        try:
+            text = self.read(filter_rel).strip()
+        except (OSError, PermissionDenied):
+            return None
+        # The filter file shows the bad filter, then "^\nparse_error: REASON"
+        for ln in text.splitlines():
+            if ln.startswith("parse_error:"):
+                return ln.split(":", 1)[1].strip()
+        return text.splitlines()[-1] if text else None
+
+    # -- instances ---------------------------------------------------------
+    def instance(self, name: str) -> Instance:
+        return Instance(self, name)
+
+    def instances(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path("instances")))
+        except FileNotFoundError:
+            return []
+
+    def event_id(self, group: str, event: str) -> int:
+        return int(self.read(f"events/{group}/{event}/id"))
+
+    def event_format(self, group: str, event: str) -> str:
+        return self.read(f"events/{group}/{event}/format")
+
+    def profile(self, kind: str) -> dict[str, tuple[int, int]]:
+        """Hit/miss counters by EVENT name from kprobe_/uprobe_profile.
+
+        The kernel lists event names without their group, so callers must use
+        event names that are unique across groups.
+        """
+        out: dict[str, tuple[int, int]] = {}
+        rel = f"{kind}_profile"
+        if not self.has(rel):
+            return out
+        for ln in self.read_lines(rel):
+            parts = ln.split()
+            try:
+                if kind == "kprobe" and len(parts) >= 3:
+                    out[parts[0]] = (int(parts[1]), int(parts[2]))
+                elif kind == "uprobe" and len(parts) >= 3:
+                    out[parts[-2]] = (int(parts[-1]), 0)
+            except ValueError:
+                continue
+        return out
+
+    def ncpus(self) -> int:
+        try:
+            return len([d for d in os.listdir(self.path("per_cpu")) if d.startswith("cpu")])
+        except FileNotFoundError:
+            return os.cpu_count() or 1
+
+
+class Instance:
+    """A tracefs instance (``instances/NAME``): a private ring buffer and event switches."""
+
+    def __init__(self, tfs: Tracefs, name: str) -> None:
+        self.tfs = tfs
+        self.name = name
+        self.rel = f"instances/{name}"
+
+    @property
+    def path(self) -> str:
+        return self.tfs.path(self.rel)
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def create(self) -> None:
+        check_line(self.name, "instance name")
+        try:
+            os.mkdir(self.path)
+        except FileExistsError:
+            raise KernelRefused(f"tracefs instance {self.name} already exists", errno=_errno.EEXIST,
+                                file="instances", command=self.name) from None
+        except PermissionError as e:
+            raise PermissionDenied(f"cannot create tracefs instance: {e.strerror}",
+                                   hint="tracing needs root (sudo)") from e
+
+    def remove(self) -> None:
+        """rmdir the instance (retrying while the kernel still holds it busy)."""
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            pass
+
+    def write(self, rel: str, value: str, **kw) -> None:
+        self.tfs.write(f"{self.rel}/{rel}", value, append=False, **kw)
+
+    def read(self, rel: str) -> str:
+        return self.tfs.read(f"{self.rel}/{rel}")
+
+    def set_event_enabled(self, group: str, event: str, on: bool) -> None:
+        self.write(f"events/{group}/{event}/enable", "1" if on else "0")
+
+    def set_filter(self, group: str, event: str, expr: str) -> None:
+        rel = f"events/{group}/{event}/filter"
+        self.write(rel, expr, reason_from=f"{self.rel}/{rel}",
+                   hint="filter syntax: FIELD OP VALUE joined by && || (), e.g. 'pid == 42' "
+                        "— fields are the event's args and common_pid")
+
+    def clear_filter(self, group: str, event: str) -> None:
+        try:
+            self.write(f"events/{group}/{event}/filter", "0")
+        except (KernelRefused, NotSupported):
+            pass
+
+    def enabled_events(self) -> Iterator[tuple[str, str]]:
+        base = os.path.join(self.path, "events")
+        try:
+            groups = os.listdir(base)
+        except FileNotFoundError:
+            return
+        for g in groups:
+            gdir = os.path.join(base, g)
+            if not os.path.isdir(gdir):
+                continue
+            for e in os.listdir(gdir):
+                en = os.path.join(gdir, e, "enable")
+                try:
+                    with open(en) as f:
+                        if f.read(1) == "1":
+                            yield g, e
+                except (FileNotFoundError, NotADirectoryError, PermissionError):
+                    continue
+
+    def cpu_stats(self, cpu: int) -> CpuStats:
+        vals: dict[str, int] = {}
+        for ln in self.read(f"per_cpu/cpu{cpu}/stats").splitlines():
+            k, _, v = ln.partition(":")
+            v = v.strip().split()[0] if v.strip() else ""
+            try:
+                vals[k.strip()] = int(v)
+            except ValueError:
+                continue
+        return CpuStats(cpu=cpu, entries=vals.get("entries", 0), overrun=vals.get("overrun", 0),
+                        commit_overrun=vals.get("commit overrun", 0),
+                        dropped=vals.get("dropped events", 0),
+                        read_events=vals.get("read events", 0))
+
+    def pipe_path(self, cpu: int) -> str:
+        return os.path.join(self.path, "per_cpu", f"cpu{cpu}", "trace_pipe_raw")
+
+
+def _mount_tracefs(target: str) -> None:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.mount(b"nodev", target.encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        if err == _errno.EPERM:
+            raise PermissionDenied("mounting tracefs was refused (EPERM)",
+                                   hint="run as root: mount -t tracefs nodev /sys/kernel/tracing")
+        raise NotSupported(f"cannot mount tracefs: {os.strerror(err)}", feature="tracefs",
+                           hint="the kernel needs CONFIG_TRACING")

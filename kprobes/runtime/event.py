@@ -1,0 +1,179 @@
+"""The event a handler receives, and the per-task lookups behind pid and comm.
+
+>>> ev = Event("p_schedule", 1000, 1, 42, 0x08, 2, {"x": 5}, comm="bash", pid=40)
+>>> ev.x, ev.pid, ev.tid, ev.comm, ev.in_irq, ev.preempt_count
+(5, 40, 42, 'bash', True, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Event", "TaskCache", "FLAG_IRQS_OFF", "FLAG_NEED_RESCHED", "FLAG_HARDIRQ",
+           "FLAG_SOFTIRQ", "FLAG_NMI"]
+
+# enum trace_flag_type (kernel/trace/trace.h)
+FLAG_IRQS_OFF = 0x01
+FLAG_NEED_RESCHED = 0x04
+FLAG_HARDIRQ = 0x08
+FLAG_SOFTIRQ = 0x10
+FLAG_PREEMPT_RESCHED = 0x20
+FLAG_NMI = 0x40
+FLAG_BH_OFF = 0x80
+
+
+class TaskCache:
+    """tid -> tgid and comm, from /proc, falling back to the kernel's own
+    ``saved_cmdlines``/``saved_tgids`` for tasks that already exited.
+
+    comm is re-read once per batch (a task may exec and change it); tgid is
+    kept for the life of the cache.
+    """
+
+    def __init__(self, tracefs_root: str | None = None) -> None:
+        self.root = tracefs_root
+        self._tgid: dict[int, int] = {}
+        self._comm: dict[int, str] = {}
+        self._saved_comm: dict[int, str] | None = None
+        self._saved_tgid: dict[int, int] | None = None
+
+    def new_batch(self) -> None:
+        self._comm.clear()
+        self._saved_comm = None
+        self._saved_tgid = None
+
+    def _saved(self, name: str) -> dict[int, str]:
+        out: dict[int, str] = {}
+        if self.root is None:
+            return out
+        try:
+            with open(f"{self.root}/{name}", "rb") as f:
+                for line in f:
+                    pid, _, rest = line.rstrip(b"\n").partition(b" ")
+                    if pid.isdigit():
+                        out[int(pid)] = rest.decode(errors="replace")
+        except OSError:
+            pass
+        return out
+
+    def tgid(self, tid: int) -> int:
+        t = self._tgid.get(tid)
+        if t is None:
+            t = 0
+            try:
+                with open(f"/proc/{tid}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Tgid:"):
+                            t = int(line.split()[1])
+                            break
+            except (OSError, ValueError):
+                if self._saved_tgid is None:
+                    self._saved_tgid = {k: int(v) for k, v in self._saved("saved_tgids").items()
+                                        if v.isdigit()}
+                t = self._saved_tgid.get(tid, 0)
+            if t == 0:
+                t = tid
+            elif tid:
+                self._tgid[tid] = t
+        return t
+
+    def comm(self, tid: int) -> str:
+        c = self._comm.get(tid)
+        if c is None:
+            if tid == 0:
+                c = "<idle>"
+            else:
+                try:
+                    with open(f"/proc/{tid}/comm", "rb") as f:
+                        c = f.read().rstrip(b"\n").decode(errors="replace")
+                except OSError:
+                    if self._saved_comm is None:
+                        self._saved_comm = self._saved("saved_cmdlines")
+                    c = self._saved_comm.get(tid, "<...>")
+            self._comm[tid] = c
+        return c
+
+
+class Event:
+    """One probe hit as decoded from the ring buffer.
+
+    Fetched arguments are in ``args`` (by name) and also readable as
+    attributes: ``ev.filename``. For return probes ``ev.retval`` is the return
+    value when fetched; ``ev.data`` is what the entry handler returned for the
+    same call (kretprobes with an entry handler).
+    """
+
+    __slots__ = ("probe", "ts_ns", "cpu", "tid", "flags", "preempt_count", "args",
+                 "_comm", "_pid", "_tasks", "data")
+
+    def __init__(self, probe: str, ts_ns: int, cpu: int, tid: int, flags: int,
+                 preempt_count: int, args: dict[str, Any], *, comm: str | None = None,
+                 pid: int | None = None, tasks: TaskCache | None = None) -> None:
+        self.probe = probe
+        self.ts_ns = ts_ns
+        self.cpu = cpu
+        self.tid = tid
+        self.flags = flags
+        self.preempt_count = preempt_count
+        self.args = args
+        self._comm = comm
+        self._pid = pid
+        self._tasks = tasks
+        self.data: Any = None
+
+    @property
+    def pid(self) -> int:
+        """Process id (thread group id) of the task that hit the probe."""
+        if self._pid is None:
+            self._pid = self._tasks.tgid(self.tid) if self._tasks else self.tid
+        return self._pid
+
+    @property
+    def comm(self) -> str:
+        """Task name: fetched in the kernel ($comm) for probes, from /proc for tracepoints."""
+        if self._comm is None:
+            self._comm = self._tasks.comm(self.tid) if self._tasks else "<...>"
+        return self._comm
+
+    @property
+    def in_irq(self) -> bool:
+        return bool(self.flags & FLAG_HARDIRQ)
+
+    @property
+    def in_softirq(self) -> bool:
+        return bool(self.flags & FLAG_SOFTIRQ)
+
+    @property
+    def in_nmi(self) -> bool:
+        return bool(self.flags & FLAG_NMI)
+
+    @property
+    def irqs_off(self) -> bool:
+        return bool(self.flags & FLAG_IRQS_OFF)
+
+    @property
+    def context(self) -> str:
+        """'nmi', 'irq', 'softirq' or 'task'."""
+        if self.flags & FLAG_NMI:
+            return "nmi"
+        if self.flags & FLAG_HARDIRQ:
+            return "irq"
+        if self.flags & FLAG_SOFTIRQ:
+            return "softirq"
+        return "task"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.args[name]
+        except KeyError:
+            raise AttributeError(f"event {self.probe!r} has no field {name!r}; it has: "
+                                 f"{', '.join(self.args) or 'none'}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"probe": self.probe, "ts_ns": self.ts_ns, "cpu": self.cpu, "pid": self.pid,
+                "tid": self.tid, "comm": self.comm, "preempt_count": self.preempt_count,
+                "context": self.context, "args": self.args}
+
+    def __repr__(self) -> str:
+        return (f"Event({self.probe!r}, ts={self.ts_ns}, cpu={self.cpu}, pid={self.pid}, "
+                f"tid={self.tid}, comm={self.comm!r}, args={self.args!r})")

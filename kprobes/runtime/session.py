@@ -1,0 +1,612 @@
+"""Session: define -> create -> enable -> read -> undo, in reverse, always.
+
+>>> with Session() as s:                                   # doctest: +SKIP
+...     @s.tracepoint("syscalls:sys_enter_openat")
+...     def on_open(ev):
+...         print(ev.comm, ev.filename)
+...     s.run(duration=5)
+...     print(s.stats().probes["sys_enter_openat"].events)
+
+Every side effect (event definitions, the private instance, enabled events,
+open ring-buffer files) is pushed on an undo stack the moment it succeeds and
+popped in reverse order by :meth:`Session.close` — on normal exit, on any
+exception, and on SIGINT/SIGTERM while :meth:`Session.run` is running. After a
+SIGKILL the next session removes the orphans (see :mod:`.owner`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import HandlerError, KprobesError, NotSupported, SpecError, SymbolError
+from ..kernel import dynevents
+from ..kernel.tracefs import Instance, Tracefs
+from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe
+from ..probes.spec import parse_spec
+from . import owner
+from .event import Event
+from .reader import Reader
+
+__all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
+
+Handler = Callable[..., Any]
+COMM_ARG = "__comm"
+
+
+@dataclass
+class ProbeStats:
+    """Counters of one probe."""
+
+    events: int = 0        # decoded and delivered to the handler
+    hits: int = 0          # kprobe_profile / uprobe_profile hits (0 for tracepoints)
+    misses: int = 0        # nmissed (incl. kretprobe instances missed for lack of maxactive)
+    errors: int = 0        # handler exceptions
+    first_error: str | None = None
+
+
+@dataclass
+class Stats:
+    """Session counters. ``lost`` = events the ring buffer dropped (all probes)."""
+
+    probes: dict[str, ProbeStats] = field(default_factory=dict)
+    lost: int = 0
+    lost_pages: int = 0    # pages that carried the "events were lost" flag
+    events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "probes": {n: {"events": p.events, "hits": p.hits, "misses": p.misses,
+                           "errors": p.errors} for n, p in self.probes.items()},
+            "events": self.events, "lost": self.lost,
+        }
+
+
+@dataclass
+class ProbeHandle:
+    """A probe added to a session: its event name and, once created, its kernel identity."""
+
+    name: str
+    probe: Probe
+    handler: Handler | None
+    group: str = ""
+    event: str = ""
+    type_id: int = -1
+    created: bool = False
+    bind: tuple[str, ...] | None = None      # handler parameters bound from args by name
+    stats: ProbeStats = field(default_factory=ProbeStats)
+    hidden: bool = False                     # helper probe (entry half of a kretprobe...)
+    on_event: Callable[[Event], None] | None = None
+    post_of: ProbeHandle | None = None       # this is the post-handler probe of that kprobe
+
+
+class Session:
+    """A tracing session owning one event group and one private tracefs instance.
+
+    Parameters: ``tracefs`` root (found and mounted when None), ``buffer_kb``
+    per-CPU ring buffer size, ``pid`` to trace only that process (and its
+    children), ``stop_on_error`` to raise on the first handler exception.
+    """
+
+    def __init__(self, *, tracefs: str | None = None, buffer_kb: int | None = None,
+                 pid: int | None = None, stop_on_error: bool = False,
+                 clock: str = "mono", wakeup_percent: int = 0) -> None:
+        self._tfs_root = tracefs
+        self.buffer_kb = buffer_kb
+        self.pid = pid
+        self.stop_on_error = stop_on_error
+        self.clock = clock
+        self.wakeup_percent = wakeup_percent
+        self.name = owner.new_name()
+        self._tag = "_" + self.name[len(owner.PREFIX):].split("_", 1)[0] + "_" + \
+            self.name.rsplit("_", 1)[1]
+        self.handles: list[ProbeHandle] = []
+        self._names: set[str] = set()
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._tfs: Tracefs | None = None
+        self._inst: Instance | None = None
+        self._reader: Reader | None = None
+        self._started = False
+        self._closed = False
+        self._stop = False
+        self.orphans_removed = (0, 0)
+        self.cleanup_problems: list[str] = []
+
+    # -- describing ----------------------------------------------------------
+    def add(self, probe: Probe | str, handler: Handler | None = None, *,
+            name: str | None = None) -> ProbeHandle:
+        """Add a probe (a value or a CLI spec string) with its handler."""
+        if self._started:
+            raise KprobesError("probes must be added before the session starts")
+        if isinstance(probe, str):
+            probe = parse_spec(probe)
+        name = name or probe.name or probe.default_name()
+        name = self._unique(name)
+        h = ProbeHandle(name=name, probe=probe, handler=handler)
+        if handler is not None:
+            h.bind = _binding(handler, probe)
+        self.handles.append(h)
+        return h
+
+    def _unique(self, name: str) -> str:
+        import re
+        name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        if not re.match(r"[A-Za-z_]", name):
+            name = "_" + name
+        name = name[:56]
+        base, n = name, 1
+        while name in self._names:
+            name = f"{base}_{n}"
+            n += 1
+        self._names.add(name)
+        return name
+
+    def _decorator(self, probe: Probe) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.add(probe, fn)
+            return fn
+        return deco
+
+    def kprobe(self, where: str, *, args: Iterable[FetchArg | str] = (),
+               filter: str | None = None, name: str | None = None,
+               post: Handler | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: kernel probe at ``[MOD:]SYM[+OFF]`` or ``0xADDR``; the
+        decorated function is the pre-handler, ``post`` the post-handler."""
+        p = _with(parse_spec(f"p:{where}"), args, filter, name)
+
+        def deco(fn: Handler) -> Handler:
+            self.add_kprobe(p, fn, post)
+            return fn
+        return deco
+
+    def kretprobe(self, where: str, *, maxactive: int | None = None,
+                  args: Iterable[FetchArg | str] = ("retval=$retval:s64",),
+                  filter: str | None = None, name: str | None = None,
+                  entry: Handler | None = None,
+                  entry_args: Iterable[FetchArg | str] = ()) -> Callable[[Handler], Handler]:
+        """Decorator: kernel return probe; the handler sees ``ev.retval``.
+
+        ``entry(ev)`` runs at function entry (its own probe, fetching
+        ``entry_args``); what it returns reaches the return handler of the same
+        call as ``ev.data`` (matched per thread, innermost call first).
+        ``maxactive`` bounds the instances in flight; calls entered with none
+        free are counted in ``stats().probes[NAME].misses``.
+        """
+        p = _with(parse_spec(f"r{maxactive or ''}:{where}"), args, filter, name)
+
+        def deco(fn: Handler) -> Handler:
+            self.add_kretprobe(p, fn, entry=entry, entry_args=entry_args)
+            return fn
+        return deco
+
+    def add_kretprobe(self, probe: KRetProbe | str, handler: Handler | None, *,
+                      entry: Handler | None = None,
+                      entry_args: Iterable[FetchArg | str] = ()) -> ProbeHandle:
+        """Add a return probe, and with ``entry`` a paired entry probe whose
+        handler's return value is handed to the return handler as ``ev.data``."""
+        if isinstance(probe, str):
+            probe = parse_spec(probe)
+        if not isinstance(probe, KRetProbe):
+            raise SpecError("add_kretprobe needs a kernel return probe (r:SYM)")
+        ret = self.add(probe, handler)
+        if entry is None:
+            return ret
+        stacks: dict[int, list[Any]] = {}
+        eprobe = _with(KProbe(probe.symbol, module=probe.module, address=probe.address),
+                       entry_args, None, None)
+        ent = self.add(eprobe, None, name=f"{ret.name}_entry")
+        ent.hidden = True
+
+        def on_entry(ev: Event) -> None:
+            st = stacks.setdefault(ev.tid, [])
+            if len(st) >= 64:       # entries whose return was missed (maxactive) age out
+                del st[0]
+            try:
+                st.append(entry(ev))
+            except Exception:
+                st.append(None)
+                raise
+
+        def on_return(ev: Event) -> None:
+            st = stacks.get(ev.tid)
+            ev.data = st.pop() if st else None
+        ent.handler = on_entry
+        ret.on_event = on_return
+        return ret
+
+    def add_kprobe(self, probe: KProbe | str, pre: Handler | None = None,
+                   post: Handler | None = None) -> ProbeHandle:
+        """A kprobe with a pre-handler and, optionally, a post-handler.
+
+        The post-handler is realised as a second probe at the next instruction
+        boundary after the probed one (decoded from /proc/kcore), so it runs
+        for the same hit, on the same CPU, right after the probed instruction.
+        """
+        if isinstance(probe, str):
+            probe = parse_spec(probe)
+        if not isinstance(probe, KProbe):
+            raise SpecError("add_kprobe needs a kernel entry probe (p:SYM[+OFF])")
+        h = self.add(probe, pre)
+        if post is not None:
+            ph = self.add(probe, post, name=f"{h.name}_post")
+            ph.post_of = h
+        return h
+
+    def jprobe(self, where: str, *, args: Iterable[FetchArg | str],
+               filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: a function-entry probe whose handler receives the function's
+        arguments by name: ``def on_open(ev, dfd, filename, how)``.
+
+        ``args`` declares them (``"dfd=$arg1:s32"``, ``"filename=+0($arg2):ustring"``).
+        """
+        p = _with(parse_spec(f"p:{where}"), args, filter, name)
+        if p.offset:
+            raise SpecError("a jprobe is at a function entry: no +OFF")
+        return self._decorator(p)
+
+    def uprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
+               filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: user probe at ``PATH:SYM[+OFF]`` (or ``0xFILEOFF``)."""
+        return self._decorator(_with(parse_spec(f"u:{path}:{where}"), args, filter, name))
+
+    def uretprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
+                  filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+        return self._decorator(_with(parse_spec(f"ur:{path}:{where}"), args, filter, name))
+
+    def tracepoint(self, what: str, *, filter: str | None = None,
+                   name: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: tracepoint ``GROUP:EVENT``."""
+        return self._decorator(_with(parse_spec(f"t:{what}"), (), filter, name))
+
+    def trace(self, spec: str, *, filter: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator taking a full CLI spec string."""
+        return self._decorator(parse_spec(spec, filter=filter))
+
+    # -- creating ------------------------------------------------------------
+    @property
+    def tracefs(self) -> Tracefs:
+        if self._tfs is None:
+            self._tfs = Tracefs.open(self._tfs_root)
+        return self._tfs
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Create every probe and enable it in this session's instance."""
+        if self._started:
+            return
+        if not self.handles:
+            raise KprobesError("no probes to trace", hint="add at least one probe")
+        self._started = True
+        tfs = self.tracefs
+        old_term = _install_sigterm()
+        if old_term is not None:
+            self._undo.append(("restore SIGTERM", lambda: _restore_sigterm(old_term)))
+        try:
+            n_i, n_e, probs = owner.remove_orphans(tfs)
+            self.orphans_removed = (n_i, n_e)
+            self.cleanup_problems += probs
+            self._preflight()
+            self._create_instance()
+            for h in self.handles:
+                self._create(h)
+            for h in self.handles:
+                self._enable(h)
+            self._reader = Reader(self._inst, tfs, self.handles, tasks_needed=True)
+            self._undo.append(("close ring buffers", self._reader.close))
+            self._reader.open()
+            self._inst.write("tracing_on", "1")
+        except BaseException:
+            self.close()
+            raise
+
+    def _preflight(self) -> None:
+        tfs = self.tracefs
+        for h in self.handles:
+            p = h.probe
+            if p.dynamic and not dynevents.supported(tfs, p.kind):
+                k = dynevents.KINDS[p.kind]
+                raise NotSupported(f"cannot add {h.name}: no {k.feature} on this kernel "
+                                   f"({tfs.path(k.file)} is missing)", feature=k.feature,
+                                   hint=k.missing_hint)
+            if isinstance(p, Tracepoint) and not tfs.has(f"events/{p.group}/{p.event}/format"):
+                raise SymbolError(f"no tracepoint {p.group}:{p.event}", symbol=p.location(),
+                                  hint="list them with: kprobes list 't:*PATTERN*'")
+
+    def _create_instance(self) -> None:
+        inst = self.tracefs.instance(self.name)
+        inst.create()
+        self._inst = inst
+        self._undo.append(("remove instance", inst.remove))
+        inst.write("tracing_on", "0")
+        if self.clock and os.path.exists(os.path.join(inst.path, "trace_clock")):
+            try:
+                inst.write("trace_clock", self.clock)
+            except KprobesError:
+                pass
+        # Drop new events when full (counted in per_cpu stats as "dropped events")
+        # rather than overwriting unread ones.
+        try:
+            inst.write("options/overwrite", "0")
+        except KprobesError:
+            pass
+        try:   # keep pid -> tgid for tasks that exit before we read their events
+            inst.write("options/record-tgid", "1")
+        except KprobesError:
+            pass
+        if self.buffer_kb:
+            inst.write("buffer_size_kb", str(self.buffer_kb))
+        if os.path.exists(os.path.join(inst.path, "buffer_percent")):
+            inst.write("buffer_percent", str(self.wakeup_percent))
+        if self.pid is not None:
+            self.set_pids([self.pid])
+
+    def set_pids(self, pids: Iterable[int]) -> None:
+        """Trace only these tasks (all their threads) and what they fork."""
+        inst = self._inst
+        assert inst is not None
+        tids: list[int] = []
+        for pid in pids:
+            try:
+                tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except FileNotFoundError:
+                raise KprobesError(f"no process {pid}", hint="check the pid with: ps -p PID") from None
+        try:
+            inst.write("options/event-fork", "1")
+        except KprobesError:
+            pass
+        inst.write("set_event_pid", " ".join(map(str, tids)))
+
+    def _create(self, h: ProbeHandle) -> None:
+        p = h.probe
+        tfs = self.tracefs
+        if not p.dynamic:
+            assert isinstance(p, Tracepoint)
+            h.group, h.event = p.group, p.event
+        else:
+            # profiles name events without their group: make the name unique
+            h.group, h.event = self.name, f"{h.name}{self._tag}"
+            location = self._resolve(p)
+            extra = (FetchArg(COMM_ARG, "$comm", "string"),)
+            line = p.definition(h.group, h.event, location, extra)
+            dynevents.define(tfs, p.kind, line, hint=_refusal_hint(p))
+            h.created = True
+            self._undo.append((f"delete {h.group}/{h.event}",
+                               lambda h=h: dynevents.delete(tfs, h.probe.kind, h.group, h.event)))
+        h.type_id = tfs.event_id(h.group, h.event)
+        if p.filter:
+            self._inst.set_filter(h.group, h.event, p.filter)
+            if not p.dynamic:
+                self._undo.append((f"clear filter {h.group}/{h.event}",
+                                   lambda h=h: self._inst.clear_filter(h.group, h.event)))
+
+    def _resolve(self, p: Probe) -> str | None:
+        if isinstance(p, UProbe) and p.symbol is not None:
+            from ..kernel.elf import resolve_uprobe
+            return resolve_uprobe(p.path, p.symbol, p.offset).location
+        if isinstance(p, UProbe):
+            path = os.path.realpath(p.path)
+            if not os.path.exists(path):
+                raise SymbolError(f"no such file: {p.path}", symbol=p.path)
+            return f"{path}:0x{p.offset:x}"
+        if isinstance(p, (KProbe, KRetProbe)):
+            return p.location()
+        return None
+
+    def _enable(self, h: ProbeHandle) -> None:
+        inst = self._inst
+        inst.set_event_enabled(h.group, h.event, True)
+        self._undo.append((f"disable {h.group}/{h.event}",
+                           lambda h=h: inst.set_event_enabled(h.group, h.event, False)))
+
+    # -- running -------------------------------------------------------------
+    def run(self, duration: float | None = None, until: Callable[[], bool] | None = None) -> Stats:
+        """Deliver events to handlers until ``duration`` seconds pass, ``until()``
+        is true, :meth:`stop` is called, or Ctrl-C/SIGTERM. Returns the stats."""
+        self.start()
+        assert self._reader is not None
+        deadline = None if duration is None else time.monotonic() + duration
+        # Ctrl-C and SIGTERM end the run between batches: no batch is half delivered.
+        old = _install_stop_handlers(self)
+        try:
+            while not self._stop:
+                timeout = 0.2
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    timeout = min(timeout, left)
+                self._reader.wait(timeout)
+                self._deliver(self._reader.read_available())
+                if until is not None and until():
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            _restore_handlers(old)
+            self._stop = False
+        self.drain()
+        return self.stats()
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Wait up to ``timeout`` for events and deliver what is there; returns the count."""
+        self.start()
+        assert self._reader is not None
+        if timeout:
+            self._reader.wait(timeout)
+        return self._deliver(self._reader.read_available())
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to return (from a handler or another thread)."""
+        self._stop = True
+
+    def drain(self) -> int:
+        """Stop recording and deliver everything still in the buffers (exact accounting)."""
+        if self._reader is None or self._inst is None:
+            return 0
+        try:
+            self._inst.write("tracing_on", "0")
+        except KprobesError:
+            pass
+        n = 0
+        while True:
+            batch = self._reader.read_available()
+            if not batch:
+                break
+            n += self._deliver(batch)
+        return n
+
+    def _deliver(self, events: list[tuple[ProbeHandle, Event]]) -> int:
+        for h, ev in events:
+            h.stats.events += 1
+            if h.on_event is not None:
+                h.on_event(ev)
+            fn = h.handler
+            if fn is None:
+                continue
+            try:
+                if h.bind:
+                    fn(ev, **{n: ev.args.get(n) for n in h.bind})
+                else:
+                    fn(ev)
+            except Exception as e:  # noqa: BLE001 - handler errors are counted
+                h.stats.errors += 1
+                if h.stats.first_error is None:
+                    h.stats.first_error = f"{type(e).__name__}: {e}"
+                if self.stop_on_error:
+                    raise HandlerError(f"handler of {h.name} raised {type(e).__name__}: {e}",
+                                       probe=h.name, original=e) from e
+        return len(events)
+
+    # -- statistics ----------------------------------------------------------
+    def stats(self) -> Stats:
+        st = Stats()
+        tfs = self._tfs
+        profiles: dict[str, tuple[int, int]] = {}
+        if tfs is not None and self._started:
+            for kind in ("kprobe", "uprobe"):
+                profiles.update(tfs.profile(kind))
+        for h in self.handles:
+            if h.created and h.event in profiles:
+                h.stats.hits, h.stats.misses = profiles[h.event]
+            st.probes[h.name] = h.stats
+            st.events += h.stats.events
+        if self._reader is not None:
+            st.lost, st.lost_pages = self._reader.lost()
+        return st
+
+    # -- undoing -------------------------------------------------------------
+    def close(self) -> None:
+        """Undo everything in reverse order; collect (never raise) cleanup problems."""
+        if self._closed:
+            return
+        if self._reader is not None and not self._reader.closed:
+            self._final_stats = self.stats()
+        self._closed = True
+        blocked = _block_signals()
+        try:
+            while self._undo:
+                what, fn = self._undo.pop()
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - keep undoing
+                    self.cleanup_problems.append(f"{what}: {e}")
+        finally:
+            _unblock_signals(blocked)
+
+
+def _with(p: Probe, args: Iterable[FetchArg | str], filter: str | None, name: str | None) -> Probe:
+    from dataclasses import replace
+
+    from ..probes.spec import parse_arg
+    fa = tuple(a if isinstance(a, FetchArg) else parse_arg(a, i + 1)
+               for i, a in enumerate(args))
+    return replace(p, args=(*p.args, *fa), filter=filter or p.filter, name=name or p.name)
+
+
+def _binding(fn: Handler, probe: Probe) -> tuple[str, ...] | None:
+    """Handler parameters after the event that are bound from fetched args by name.
+
+    A parameter without a default that the probe does not fetch is an error,
+    raised before anything is created.
+    """
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    params = [p for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not params:
+        return None
+    known = {a.name for a in probe.args} if probe.dynamic else None
+    if known is None:
+        return tuple(p.name for p in params)
+    unknown = [p.name for p in params if p.name not in known and p.default is p.empty]
+    if unknown:
+        raise SpecError(f"handler {getattr(fn, '__name__', 'handler')}() takes "
+                        f"{', '.join(unknown)} but the probe fetches only: "
+                        f"{', '.join(sorted(known)) or 'nothing'}",
+                        hint="name the handler's parameters after the probe's args")
+    return tuple(p.name for p in params if p.name in known) or None
+
+
+def _refusal_hint(p: Probe) -> str:
+    if isinstance(p, (KProbe, KRetProbe)):
+        return ("check the symbol with: kprobes list 'p:PATTERN' (blacklisted, notrace and "
+                "inlined functions cannot be probed)")
+    return "check the fetch args: see kprobes trace --help"
+
+
+class _Terminate(KeyboardInterrupt):
+    pass
+
+
+def _install_sigterm() -> Any:
+    try:
+        def handler(signum: int, frame: Any) -> None:
+            raise _Terminate()
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:       # not the main thread
+        return None
+
+
+def _install_stop_handlers(session: Session) -> dict[int, Any] | None:
+    def handler(signum: int, frame: Any) -> None:
+        session._stop = True
+    try:
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:       # not the main thread
+        return None
+
+
+def _restore_handlers(old: dict[int, Any] | None) -> None:
+    for sig, h in (old or {}).items():
+        signal.signal(sig, h)
+
+
+def _restore_sigterm(old: Any) -> None:
+    if old is not None:
+        try:
+            signal.signal(signal.SIGTERM, old)
+        except ValueError:
+            pass
+
+
+def _block_signals() -> set[int] | None:
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (ValueError, OSError):
+        return None
+
+
+def _unblock_signals(old: set[int] | None) -> None:
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

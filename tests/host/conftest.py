@@ -1,0 +1,60 @@
+"""Host tests: root and this machine's tracefs (uprobes, tracepoints)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from targets.build import build  # noqa: E402
+
+from kprobes.kernel.tracefs import Tracefs  # noqa: E402
+from kprobes.runtime import owner  # noqa: E402
+
+
+def _ours() -> tuple[list[str], list[str]]:
+    tfs = Tracefs.open()
+    lines = []
+    for f in ("kprobe_events", "uprobe_events", "dynamic_events"):
+        if tfs.has(f):
+            lines += [ln for ln in tfs.read_lines(f) if owner.PREFIX in ln or "kptest" in ln]
+    insts = [i for i in tfs.instances() if i.startswith(owner.PREFIX) or i.startswith("kptest")]
+    return lines, insts
+
+
+@pytest.fixture(scope="session")
+def tracefs() -> Tracefs:
+    if os.geteuid() != 0:
+        pytest.skip("host tests need root")
+    return Tracefs.open()
+
+
+@pytest.fixture(scope="session")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build("workload", str(tmp_path_factory.mktemp("targets")))
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request: pytest.FixtureRequest):
+    """Nothing of ours may outlive a test; remove it if it does, then fail the test."""
+    if os.geteuid() != 0:
+        yield
+        return
+    yield
+    lines, insts = _ours()
+    if lines or insts:
+        tfs = Tracefs.open()
+        from kprobes.kernel import dynevents
+        evs = [e for e in dynevents.list_defined(tfs)
+               if e.group.startswith(owner.PREFIX) or e.group.startswith("kptest")]
+        owner.remove_owned(tfs, insts, evs)
+        pytest.fail(f"test left tracing state behind: events={lines} instances={insts}")
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kprobes", *args], capture_output=True, text=True,
+                          input=input, timeout=timeout)

@@ -1,0 +1,148 @@
+"""Sessions on this machine's kernel: real tracepoints and uprobes, counted exactly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from kprobes import Session
+from kprobes.errors import KernelRefused, SpecError, SymbolError
+from kprobes.kernel import dynevents
+from kprobes.probes.model import FetchArg, UProbe
+
+
+def _spawn_blocked(argv: list[str]) -> tuple[subprocess.Popen, int]:
+    """Start a workload that waits for a byte on stdin (so probes can be armed on its pid)."""
+    p = subprocess.Popen([argv[0], "-w", *argv[1:]], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    return p, p.stdin.fileno()
+
+
+def test_tracepoint_counts_exactly(tracefs, workload):
+    n = 5000
+    seen = []
+    p, w = _spawn_blocked([workload, "getppid", str(n)])
+    with Session(pid=p.pid) as s:
+        @s.tracepoint("syscalls:sys_enter_getppid")
+        def on(ev):
+            seen.append(ev)
+        s.start()
+        os.write(w, b"g")
+        stats = s.run(until=lambda: p.poll() is not None)
+    assert p.stdout.read().strip() == f"done {n}"
+    assert stats.lost == 0
+    assert len(seen) == n
+    assert stats.probes["sys_enter_getppid"].events == n
+    assert {ev.pid for ev in seen} == {p.pid}
+    assert {ev.comm for ev in seen} == {"workload"}
+    ts = [ev.ts_ns for ev in seen]
+    assert ts == sorted(ts)
+
+
+def test_uprobe_args_and_return(tracefs, workload):
+    n = 200
+    entries, returns = [], []
+    with Session() as s:
+        s.add(UProbe(path=workload, symbol="target_func",
+                     args=(FetchArg("a", "%di", "s64"), FetchArg("b", "%si", "s32"),
+                           FetchArg("s", "+0(%dx)", "string"))),
+              lambda ev: entries.append((ev.a, ev.b, ev.s)))
+        s.add(f"ur:{workload}:target_func ret=%ax:s64", lambda ev: returns.append(ev.ret))
+        s.start()
+        out = subprocess.run([workload, "calls", str(n)], capture_output=True, text=True)
+        stats = s.run(duration=0)
+        st = s.stats()
+    assert out.stdout.strip() == f"done {n}"
+    assert entries == [(i, -i, f"arg-{i}") for i in range(n)]
+    assert returns == [2 * i for i in range(n)]
+    assert stats.lost == 0
+    probe = next(k for k in st.probes if k.startswith("p_"))
+    assert st.probes[probe].hits == n
+
+
+def test_handler_binding_by_name(tracefs, workload):
+    got = []
+    # a handler parameter the probe does not fetch is refused before anything is created
+    with pytest.raises(SpecError, match="s_"):
+        with Session() as s:
+            s.add(f"u:{workload}:target_func a=%di:s64", lambda ev, s_: got.append(s_))
+    with Session() as s:
+        s.add(f"u:{workload}:target_func a=%di:s64 s=+0(%dx):string",
+              lambda ev, s, a: got.append((a, s)))
+        s.start()
+        subprocess.run([workload, "calls", "3"], check=True, capture_output=True)
+        s.run(duration=0)
+    assert got == [(0, "arg-0"), (1, "arg-1"), (2, "arg-2")]
+
+
+def test_fetch_fault_is_marked(tracefs, workload):
+    got = []
+    with Session() as s:
+        # %si holds an int (b = -i), not a pointer: dereferencing it faults
+        s.add(f"u:{workload}:target_func bad=+0(%si):string", lambda ev: got.append(ev.bad))
+        s.start()
+        subprocess.run([workload, "calls", "3"], check=True, capture_output=True)
+        s.run(duration=0)
+    assert len(got) == 3
+    assert all(type(v).__name__ == "Fault" and not v for v in got)
+
+
+def test_two_sessions_do_not_disturb_each_other(tracefs, workload):
+    n = 1000
+    a, b = [], []
+    p, w = _spawn_blocked([workload, "getppid", str(n)])
+    with Session(pid=p.pid) as s1, Session(pid=p.pid) as s2:
+        s1.add("t:syscalls:sys_enter_getppid", a.append)
+        s2.add("t:syscalls:sys_enter_getppid", b.append)
+        s1.start()
+        s2.start()
+        assert s1.name != s2.name
+        os.write(w, b"g")
+        p.wait()
+        s1.run(duration=0)
+        s2.run(duration=0)
+    assert len(a) == n and len(b) == n
+
+
+def test_unknown_tracepoint_leaves_nothing(tracefs):
+    with pytest.raises(SymbolError, match="no tracepoint"):
+        with Session() as s:
+            s.add("t:syscalls:sys_enter_nonexistent_kp", print)
+            s.start()
+
+
+def test_kernel_refusal_carries_error_log(tracefs, workload):
+    with pytest.raises(KernelRefused) as ei:
+        with Session() as s:
+            s.add(f"u:{workload}:target_func x=%nosuchreg:u32", print)
+            s.start()
+    e = ei.value
+    assert e.errno != 0
+    assert e.reason  # the kernel's own words from error_log
+    assert e.column is not None and e.command[e.column:].startswith("%nosuchreg")
+    assert not [d for d in dynevents.list_defined(tracefs) if d.group.startswith("kprobes_")]
+
+
+def test_bad_filter_is_refused_with_reason(tracefs):
+    with pytest.raises(KernelRefused) as ei:
+        with Session() as s:
+            s.add("t:syscalls:sys_enter_getppid", print)
+            s.handles[0].probe = type(s.handles[0].probe)(
+                group="syscalls", event="sys_enter_getppid", filter="nosuchfield == 1")
+            s.start()
+    assert "nosuchfield" in str(ei.value) or ei.value.reason
+
+
+def test_handler_errors_counted_not_fatal(tracefs, workload):
+    def boom(ev):
+        raise RuntimeError("boom")
+    with Session() as s:
+        s.add(f"u:{workload}:target_func", boom)
+        s.start()
+        subprocess.run([workload, "calls", "4"], check=True, capture_output=True)
+        st = s.run(duration=0)
+    p = next(iter(st.probes.values()))
+    assert p.errors == 4 and p.events == 4
+    assert "RuntimeError: boom" in p.first_error
