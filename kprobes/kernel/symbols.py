@@ -39,7 +39,7 @@ from kprobes.errors import NotSupported, PermissionDenied, SymbolError
 
 __all__ = [
     "Sym", "KernelSymbols", "TEXT_TYPES", "near_names",
-    "BlacklistEntry", "Blacklist", "ensure_debugfs",
+    "BlacklistEntry", "Blacklist", "ensure_debugfs", "load_blacklist",
     "ProbeInfo", "probe_info", "probeable",
     "read_filter_functions", "read_ftrace_locations", "iter_tracepoints",
 ]
@@ -489,6 +489,24 @@ def ensure_debugfs(path: str = "/sys/kernel/debug") -> bool:
             raise PermissionDenied(msg, hint="run as root (lockdown may also forbid it)")
         raise NotSupported(msg, feature="debugfs", hint="the kernel may lack CONFIG_DEBUG_FS")
     return True
+
+
+def load_blacklist(path: str = "/sys/kernel/debug") -> Blacklist | None:
+    """The kprobe blacklist, mounting debugfs just for the read when it is not
+    mounted (and unmounting it again); None when it cannot be had."""
+    bl = Blacklist.try_load(path)
+    if bl is not None:
+        return bl
+    try:
+        mounted = ensure_debugfs(path)
+    except (NotSupported, PermissionDenied):
+        return None
+    try:
+        return Blacklist.try_load(path)
+    finally:
+        if mounted:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.umount2(path.encode(), 0)
 
 
 # -- tracefs listings ----------------------------------------------------------

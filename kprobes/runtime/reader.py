@@ -132,6 +132,10 @@ class Reader:
                     continue
                 for h, dec, has_comm, hidden in targets:
                     flags, pc, tid, args = dec.decode(page, start, _ln)
+                    if pc == 0xFF:
+                        # tracing_gen_ctx_dec() took one off a zero context word
+                        # (uprobes; int3 kprobes): the borrow ran into the flags.
+                        pc, flags = 0, (flags + 1) & 0xFF
                     for k in hidden:
                         del args[k]
                     comm = args.pop(COMM_ARG) if has_comm else tasks.comm(tid)

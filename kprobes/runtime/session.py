@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import HandlerError, KprobesError, NotSupported, SpecError, SymbolError
@@ -90,18 +90,24 @@ class Session:
 
     Parameters: ``tracefs`` root (found and mounted when None), ``buffer_kb``
     per-CPU ring buffer size, ``pid`` to trace only that process (and its
-    children), ``stop_on_error`` to raise on the first handler exception.
+    children), ``stop_on_error`` to raise on the first handler exception,
+    ``trace_self`` to also see events of this process (off: the tracer's own
+    reads would feed back), ``wakeup_percent`` how full a CPU buffer gets
+    before the reader wakes (0: on any event), ``clock`` the trace clock
+    (``mono``: timestamps compare with ``time.monotonic_ns()``).
     """
 
     def __init__(self, *, tracefs: str | None = None, buffer_kb: int | None = None,
                  pid: int | None = None, stop_on_error: bool = False,
-                 clock: str = "mono", wakeup_percent: int = 0) -> None:
+                 clock: str = "mono", wakeup_percent: int = 0,
+                 trace_self: bool = False) -> None:
         self._tfs_root = tracefs
         self.buffer_kb = buffer_kb
         self.pid = pid
         self.stop_on_error = stop_on_error
         self.clock = clock
         self.wakeup_percent = wakeup_percent
+        self.trace_self = trace_self
         self.name = owner.new_name()
         self._tag = "_" + self.name[len(owner.PREFIX):].split("_", 1)[0] + "_" + \
             self.name.rsplit("_", 1)[1]
@@ -111,10 +117,13 @@ class Session:
         self._tfs: Tracefs | None = None
         self._inst: Instance | None = None
         self._reader: Reader | None = None
+        self._ksyms: Any = None
+        self._blacklist: Any = None
         self._started = False
         self._closed = False
         self._stop = False
         self.orphans_removed = (0, 0)
+        self._final: Stats | None = None
         self.cleanup_problems: list[str] = []
 
     # -- describing ----------------------------------------------------------
@@ -349,6 +358,10 @@ class Session:
             inst.write("buffer_percent", str(self.wakeup_percent))
         if self.pid is not None:
             self.set_pids([self.pid])
+        elif not self.trace_self and os.path.exists(os.path.join(inst.path,
+                                                                 "set_event_notrace_pid")):
+            # our own reads of /proc and tracefs would otherwise feed back as events
+            inst.write("set_event_notrace_pid", str(os.getpid()))
 
     def set_pids(self, pids: Iterable[int]) -> None:
         """Trace only these tasks (all their threads) and what they fork."""
@@ -374,6 +387,9 @@ class Session:
             h.group, h.event = p.group, p.event
         else:
             # profiles name events without their group: make the name unique
+            if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
+                self._kernel_checks(h)
+                p = h.probe
             h.group, h.event = self.name, f"{h.name}{self._tag}"
             location = self._resolve(p)
             extra = (FetchArg(COMM_ARG, "$comm", "string"),)
@@ -401,6 +417,49 @@ class Session:
         if isinstance(p, (KProbe, KRetProbe)):
             return p.location()
         return None
+
+    def _kernel_checks(self, h: ProbeHandle) -> None:
+        """Refuse, with reasons and hints, what the kernel would refuse (or
+        what would mislead): unknown/ambiguous/data symbols, the blacklist,
+        offsets off an instruction boundary; and place post-handler probes."""
+        from ..kernel.symbols import KernelSymbols, load_blacklist, probeable
+        p = h.probe
+        assert isinstance(p, (KProbe, KRetProbe))
+        if self._ksyms is None:
+            self._ksyms = KernelSymbols.load()
+            self._blacklist = load_blacklist()
+        ks = self._ksyms
+        loc = (h.post_of.probe if h.post_of else p).location()
+        sym, off = ks.locate(loc)
+        probeable(sym, off, kallsyms=ks, blacklist=self._blacklist,
+                  tracefs_root=self.tracefs.root, retprobe=p.is_return)
+        if h.post_of is None and not off:
+            return
+        try:
+            from ..kernel import insn
+            from ..kernel.kcore import read_kernel_text
+            code = read_kernel_text(sym.addr, off + 16)
+        except NotSupported as e:
+            if h.post_of is None:
+                return   # the boundary check is a courtesy; the kernel checks too
+            raise NotSupported(f"a post-handler needs the kernel's code: {e}", feature=e.feature,
+                               hint=e.hint) from None
+        if h.post_of is None:
+            insn.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
+            return
+        nxt = self._post_location(sym, off, code)
+        h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module, args=p.args,
+                         filter=p.filter, name=p.name)
+
+    def _post_location(self, sym: Any, off: int, code: bytes) -> int:
+        from ..kernel import insn
+        addr = sym.addr + off
+        if _is_ftrace_site(self._ksyms, addr, code[off:off + 5]):
+            # The ftrace call site reads as a live "call" while ftrace (or a kprobe
+            # using it) is active, and as a 5-byte nop otherwise: either way the
+            # instruction after it is at +5.
+            return addr + 5
+        return insn.next_instruction(addr, func_start=sym.addr, code=code)
 
     def _enable(self, h: ProbeHandle) -> None:
         inst = self._inst
@@ -489,6 +548,10 @@ class Session:
 
     # -- statistics ----------------------------------------------------------
     def stats(self) -> Stats:
+        """A snapshot of the counters (after close: the final ones, read once the
+        probes were disabled and before they were deleted)."""
+        if self._final is not None:
+            return self._final
         st = Stats()
         tfs = self._tfs
         profiles: dict[str, tuple[int, int]] = {}
@@ -498,7 +561,7 @@ class Session:
         for h in self.handles:
             if h.created and h.event in profiles:
                 h.stats.hits, h.stats.misses = profiles[h.event]
-            st.probes[h.name] = h.stats
+            st.probes[h.name] = replace(h.stats)
             st.events += h.stats.events
         if self._reader is not None:
             st.lost, st.lost_pages = self._reader.lost()
@@ -509,19 +572,41 @@ class Session:
         """Undo everything in reverse order; collect (never raise) cleanup problems."""
         if self._closed:
             return
-        if self._reader is not None and not self._reader.closed:
-            self._final_stats = self.stats()
         self._closed = True
         blocked = _block_signals()
         try:
             while self._undo:
                 what, fn = self._undo.pop()
+                if (self._final is None and self._started
+                        and (what.startswith("delete ") or what == "remove instance")):
+                    # probes disabled, not yet deleted: the final counts
+                    self._final = self._snapshot()
                 try:
                     fn()
                 except Exception as e:  # noqa: BLE001 - keep undoing
                     self.cleanup_problems.append(f"{what}: {e}")
         finally:
             _unblock_signals(blocked)
+
+    def _snapshot(self) -> Stats | None:
+        try:
+            return self.stats()
+        except Exception as e:  # noqa: BLE001 - never let stats block cleanup
+            self.cleanup_problems.append(f"final statistics: {e}")
+            return None
+
+
+def _is_ftrace_site(ks: Any, addr: int, code: bytes) -> bool:
+    if code == bytes.fromhex("0f1f440000"):
+        return True
+    if len(code) == 5 and code[0] == 0xE8:
+        target = (addr + 5 + int.from_bytes(code[1:], "little", signed=True)) & (2**64 - 1)
+        try:
+            name = ks.function_at(target)[0].name
+        except KprobesError:
+            return True     # a dynamically allocated ftrace trampoline has no symbol
+        return "ftrace" in name or "fentry" in name
+    return False
 
 
 def _with(p: Probe, args: Iterable[FetchArg | str], filter: str | None, name: str | None) -> Probe:
