@@ -25,8 +25,19 @@ def _yn(b: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.target:
+        from ..errors import BTFError
         from .info_btf import describe
-        print(describe(args.target))
+        try:
+            print(describe(args.target))
+        except BTFError as e:
+            if " " not in args.target.strip():
+                from ..kernel.symbols import KernelSymbols
+                near = KernelSymbols.load().suggest(args.target.split(":")[-1])
+                if near:
+                    e.hint = f"did you mean: {', '.join(near)}?"
+            raise
+        if args.target.split()[0] not in ("struct", "union", "enum", "typedef"):
+            print(probe_status(args.target.removeprefix("kprobe:")))
         return 0
     f = probe_features()
     print(f"kernel:            {platform.release()} ({platform.machine()})")
@@ -45,3 +56,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"lockdown:          {f.lockdown}")
     print(f"summary:           {f.summary()}")
     return 0
+
+
+def probe_status(func: str) -> str:
+    """Whether and how FUNC can be probed on this kernel, in one or two lines."""
+    from ..errors import KprobesError
+    from ..kernel.symbols import KernelSymbols, load_blacklist, probe_info
+    from ..kernel.tracefs import Tracefs
+    try:
+        tfs = Tracefs.open()
+        ks = KernelSymbols.load()
+        sym = ks.resolve(func, text_only=True)
+    except KprobesError as e:
+        return f"probe: unknown ({e})"
+    info = probe_info(sym, 0, kallsyms=ks, blacklist=load_blacklist(), tracefs_root=tfs.root)
+    where = f"{sym.spec} at {sym.addr:#x}" if sym.addr else sym.spec
+    if info.problems:
+        return f"probe: no - {info.problems[0]}\nhint: {info.hints[0]}"
+    how = ("entry via ftrace (kprobes on ftrace)" if info.ftrace_traceable
+           else "int3 breakpoint (not in available_filter_functions)"
+           if info.ftrace_traceable is False else "kprobe")
+    lines = [f"probe: yes - p:{sym.spec} / r:{sym.spec}: {how}; {where}"]
+    if not tfs.has("kprobe_events"):
+        lines.append("note: this kernel has no kprobes (CONFIG_KPROBE_EVENTS is off): "
+                     "try kprobes vm -- kprobes trace p:" + sym.spec)
+    lines += [f"note: {n}" for n in info.notes if "blacklist unknown" not in n or tfs.has(
+        "kprobe_events")]
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 
 from ..errors import SpecError
+from .btfargs import arg_name, is_btf_expr
 from .model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 
 __all__ = ["parse_spec", "parse_args", "parse_arg", "SPEC_HELP"]
@@ -76,6 +77,8 @@ def parse_arg(text: str, index: int, *, spec: str = "", column: int = 0) -> Fetc
             name = vm.group(1)
         elif re.match(r"%[a-z0-9]+\Z", fetch):
             name = fetch[1:]
+        elif is_btf_expr(fetch):
+            name = arg_name(fetch)
         else:
             name = f"arg{index}"
     try:

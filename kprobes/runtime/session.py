@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import HandlerError, KprobesError, NotSupported, SpecError, SymbolError
 from ..kernel import dynevents
 from ..kernel.tracefs import Instance, Tracefs
+from ..probes.btfargs import Pointer
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe
 from ..probes.spec import parse_spec
 from . import owner
@@ -37,6 +38,7 @@ __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
 Handler = Callable[..., Any]
 COMM_ARG = "__comm"
+ENDBR64 = bytes.fromhex("f30f1efa")
 
 
 @dataclass
@@ -83,6 +85,9 @@ class ProbeHandle:
     hidden: bool = False                     # helper probe (entry half of a kretprobe...)
     on_event: Callable[[Event], None] | None = None
     post_of: ProbeHandle | None = None       # this is the post-handler probe of that kprobe
+    location: str | None = None              # resolved place (user symbols -> file offsets)
+    enums: dict[str, dict[int, str]] = field(default_factory=dict)      # arg -> value names
+    pointers: dict[str, dict[str, str]] = field(default_factory=dict)   # param -> field -> arg
 
 
 class Session:
@@ -246,17 +251,42 @@ class Session:
             ph.post_of = h
         return h
 
-    def jprobe(self, where: str, *, args: Iterable[FetchArg | str],
-               filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+    def jprobe(self, where: str, *, args: Iterable[FetchArg | str] | None = None,
+               fields: Iterable[str] = (), filter: str | None = None,
+               name: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: a function-entry probe whose handler receives the function's
-        arguments by name: ``def on_open(ev, dfd, filename, how)``.
+        own arguments by name: ``def on_open(ev, dfd, filename, how)``.
 
-        ``args`` declares them (``"dfd=$arg1:s32"``, ``"filename=+0($arg2):ustring"``).
+        Without ``args`` the handler's parameter names are the function's
+        parameter names, typed from BTF (``int`` signed, ``char *`` as the
+        string); a name the function does not have is an error before anything
+        is created. ``fields=("how->flags", "how->mode")`` fetches struct fields
+        through pointer parameters: the handler's ``how`` is then a
+        :class:`~kprobes.probes.btfargs.Pointer` with ``how.flags`` and
+        ``how.mode`` decoded. With ``args`` (``"dfd=$arg1:s32"``...) nothing
+        comes from BTF.
         """
-        p = _with(parse_spec(f"p:{where}"), args, filter, name)
-        if p.offset:
-            raise SpecError("a jprobe is at a function entry: no +OFF")
-        return self._decorator(p)
+        from ..probes.btfargs import arg_name, handler_fetches
+        fields = tuple(fields)
+
+        def deco(fn: Handler) -> Handler:
+            if args is None:
+                params = [p.name for p in list(inspect.signature(fn).parameters.values())[1:]]
+                fetch: Iterable[FetchArg | str] = handler_fetches(params, fields)
+            else:
+                fetch = (*args, *handler_fetches([], fields))
+            p = _with(parse_spec(f"p:{where}"), fetch, filter, name)
+            if p.offset:
+                raise SpecError("a jprobe is at a function entry: no +OFF")
+            h = self.add(p, fn)
+            for f in fields:
+                param, sep, rest = f.partition("->")
+                if not sep:
+                    raise SpecError(f"field {f!r} must go through a pointer parameter "
+                                    "(PARAM->FIELD)", spec=f, column=0)
+                h.pointers.setdefault(param, {})[arg_name(rest)] = arg_name(f)
+            return fn
+        return deco
 
     def uprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
                filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
@@ -330,6 +360,31 @@ class Session:
             if isinstance(p, Tracepoint) and not tfs.has(f"events/{p.group}/{p.event}/format"):
                 raise SymbolError(f"no tracepoint {p.group}:{p.event}", symbol=p.location(),
                                   hint="list them with: kprobes list 't:*PATTERN*'")
+        # Everything that can be refused without the kernel is refused before
+        # anything is created: symbols, offsets, argument names, binaries.
+        for h in self.handles:
+            p = h.probe
+            if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
+                self._kernel_checks(h)
+                self._btf_args(h)
+            if p.dynamic:
+                h.location = self._resolve(h.probe)
+
+    def _btf_args(self, h: ProbeHandle) -> None:
+        from ..probes.btfargs import resolve_btf_args
+
+        def btf_for(module: str | None) -> Any:
+            from ..btf import BTF
+            try:
+                return BTF.for_kernel(module)
+            except OSError as e:
+                raise NotSupported(f"no BTF for {module or 'vmlinux'}: {e.strerror}",
+                                   feature="btf", hint="argument names need "
+                                   "/sys/kernel/btf (CONFIG_DEBUG_INFO_BTF); use $argN "
+                                   "or registers") from None
+        res = resolve_btf_args(h.probe, btf_for, arch=os.uname().machine)
+        h.probe = res.probe
+        h.enums = res.enums
 
     def _create_instance(self) -> None:
         inst = self.tracefs.instance(self.name)
@@ -387,13 +442,9 @@ class Session:
             h.group, h.event = p.group, p.event
         else:
             # profiles name events without their group: make the name unique
-            if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
-                self._kernel_checks(h)
-                p = h.probe
             h.group, h.event = self.name, f"{h.name}{self._tag}"
-            location = self._resolve(p)
             extra = (FetchArg(COMM_ARG, "$comm", "string"),)
-            line = p.definition(h.group, h.event, location, extra)
+            line = p.definition(h.group, h.event, h.location, extra)
             dynevents.define(tfs, p.kind, line, hint=_refusal_hint(p))
             h.created = True
             self._undo.append((f"delete {h.group}/{h.event}",
@@ -448,11 +499,16 @@ class Session:
             insn.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
             return
         nxt = self._post_location(sym, off, code)
-        h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module, args=p.args,
-                         filter=p.filter, name=p.name)
+        h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module,
+                         args=h.post_of.probe.args, filter=p.filter, name=p.name)
 
     def _post_location(self, sym: Any, off: int, code: bytes) -> int:
         from ..kernel import insn
+        if off == 0 and code[:4] == ENDBR64:
+            # arch_adjust_kprobe_addr(): a probe on an IBT landing pad at the
+            # function entry is placed after it, at +4; the probed instruction
+            # is the one there.
+            off = 4
         addr = sym.addr + off
         if _is_ftrace_site(self._ksyms, addr, code[off:off + 5]):
             # The ftrace call site reads as a live "call" while ftrace (or a kprobe
@@ -533,7 +589,14 @@ class Session:
             if fn is None:
                 continue
             try:
-                if h.bind:
+                if h.pointers:
+                    kw = {n: ev.args.get(n) for n in h.bind or ()}
+                    for param, fmap in h.pointers.items():
+                        if param in kw:
+                            kw[param] = Pointer(kw[param], {f: ev.args.get(a)
+                                                            for f, a in fmap.items()})
+                    fn(ev, **kw)
+                elif h.bind:
                     fn(ev, **{n: ev.args.get(n) for n in h.bind})
                 else:
                     fn(ev)

