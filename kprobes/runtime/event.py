@@ -103,7 +103,7 @@ class Event:
     same call (kretprobes with an entry handler).
     """
 
-    __slots__ = ("probe", "ts_ns", "cpu", "tid", "flags", "preempt_count", "args",
+    __slots__ = ("probe", "ts_ns", "cpu", "tid", "trace_flags", "preempt_count", "args",
                  "_comm", "_pid", "_tasks", "data")
 
     def __init__(self, probe: str, ts_ns: int, cpu: int, tid: int, flags: int,
@@ -113,7 +113,7 @@ class Event:
         self.ts_ns = ts_ns
         self.cpu = cpu
         self.tid = tid
-        self.flags = flags
+        self.trace_flags = flags
         self.preempt_count = preempt_count
         self.args = args
         self._comm = comm
@@ -137,28 +137,28 @@ class Event:
 
     @property
     def in_irq(self) -> bool:
-        return bool(self.flags & FLAG_HARDIRQ)
+        return bool(self.trace_flags & FLAG_HARDIRQ)
 
     @property
     def in_softirq(self) -> bool:
-        return bool(self.flags & FLAG_SOFTIRQ)
+        return bool(self.trace_flags & FLAG_SOFTIRQ)
 
     @property
     def in_nmi(self) -> bool:
-        return bool(self.flags & FLAG_NMI)
+        return bool(self.trace_flags & FLAG_NMI)
 
     @property
     def irqs_off(self) -> bool:
-        return bool(self.flags & FLAG_IRQS_OFF)
+        return bool(self.trace_flags & FLAG_IRQS_OFF)
 
     @property
     def context(self) -> str:
         """'nmi', 'irq', 'softirq' or 'task'."""
-        if self.flags & FLAG_NMI:
+        if self.trace_flags & FLAG_NMI:
             return "nmi"
-        if self.flags & FLAG_HARDIRQ:
+        if self.trace_flags & FLAG_HARDIRQ:
             return "irq"
-        if self.flags & FLAG_SOFTIRQ:
+        if self.trace_flags & FLAG_SOFTIRQ:
             return "softirq"
         return "task"
 

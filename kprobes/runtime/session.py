@@ -32,7 +32,7 @@ from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProb
 from ..probes.spec import parse_spec
 from . import owner
 from .event import Event
-from .reader import Reader
+from .reader import Batch, Cycle, Reader
 
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
@@ -86,8 +86,10 @@ class ProbeHandle:
     on_event: Callable[[Event], None] | None = None
     post_of: ProbeHandle | None = None       # this is the post-handler probe of that kprobe
     location: str | None = None              # resolved place (user symbols -> file offsets)
+    module: str | None = None                # kernel module of the probed function
     enums: dict[str, dict[int, str]] = field(default_factory=dict)      # arg -> value names
     pointers: dict[str, dict[str, str]] = field(default_factory=dict)   # param -> field -> arg
+    batch: Callable[[Batch], None] | None = None   # batch handler (Session.add_batch)
 
 
 class Session:
@@ -375,6 +377,7 @@ class Session:
 
         def btf_for(module: str | None) -> Any:
             from ..btf import BTF
+            module = module or h.module     # a module function found in kallsyms
             try:
                 return BTF.for_kernel(module)
             except OSError as e:
@@ -482,6 +485,7 @@ class Session:
         ks = self._ksyms
         loc = (h.post_of.probe if h.post_of else p).location()
         sym, off = ks.locate(loc)
+        h.module = sym.module
         probeable(sym, off, kallsyms=ks, blacklist=self._blacklist,
                   tracefs_root=self.tracefs.root, retprobe=p.is_return)
         if h.post_of is None and not off:
@@ -524,11 +528,21 @@ class Session:
                            lambda h=h: inst.set_event_enabled(h.group, h.event, False)))
 
     # -- running -------------------------------------------------------------
+    #: seconds spent in handlers (per-event and batch) so far; compare with
+    #: wall time to see whether handlers keep up.
+    handler_time: float = 0.0
+
     def run(self, duration: float | None = None, until: Callable[[], bool] | None = None) -> Stats:
         """Deliver events to handlers until ``duration`` seconds pass, ``until()``
-        is true, :meth:`stop` is called, or Ctrl-C/SIGTERM. Returns the stats."""
+        is true, :meth:`stop` is called, or Ctrl-C/SIGTERM. Returns the stats.
+
+        Each cycle waits (``poll``, woken per the instance's ``buffer_percent``,
+        at most 0.2 s), reads up to :attr:`Reader.max_pages` pages per CPU and
+        delivers them; ``until()`` is called after every cycle.
+        """
         self.start()
-        assert self._reader is not None
+        reader = self._reader
+        assert reader is not None
         deadline = None if duration is None else time.monotonic() + duration
         # Ctrl-C and SIGTERM end the run between batches: no batch is half delivered.
         old = _install_stop_handlers(self)
@@ -540,8 +554,11 @@ class Session:
                     if left <= 0:
                         break
                     timeout = min(timeout, left)
-                self._reader.wait(timeout)
-                self._deliver(self._reader.read_available())
+                cycle = reader.read_cycle()
+                if cycle.n:
+                    self._deliver(cycle)
+                else:
+                    reader.wait(timeout)
                 if until is not None and until():
                     break
         except KeyboardInterrupt:
@@ -558,7 +575,7 @@ class Session:
         assert self._reader is not None
         if timeout:
             self._reader.wait(timeout)
-        return self._deliver(self._reader.read_available())
+        return self._deliver(self._reader.read_cycle())
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to return (from a handler or another thread)."""
@@ -574,14 +591,69 @@ class Session:
             pass
         n = 0
         while True:
-            batch = self._reader.read_available()
-            if not batch:
+            cycle = self._reader.read_cycle()
+            if not cycle.n:
                 break
-            n += self._deliver(batch)
+            n += self._deliver(cycle)
         return n
 
-    def _deliver(self, events: list[tuple[ProbeHandle, Event]]) -> int:
-        for h, ev in events:
+    def _deliver(self, cycle: Cycle) -> int:
+        """Hand one read cycle to the handlers; returns the events delivered.
+
+        Batch handlers, and handles with no handler at all (counted only),
+        get :class:`Batch` columns; per-event handlers get lazily decoded
+        events in timestamp order.
+        """
+        if not cycle.n:
+            return 0
+        t0 = time.perf_counter()
+        bulk: set[int] = set()
+        each: list[ProbeHandle] = []
+        for h in self.handles:
+            if h.batch is not None or (h.handler is None and h.on_event is None):
+                bulk.add(id(h))
+            else:
+                each.append(h)
+        n = 0
+        try:
+            if bulk:
+                for h, b in cycle.batches(bulk):
+                    h.stats.events += len(b)
+                    n += len(b)
+                    if h.batch is not None:
+                        try:
+                            h.batch(b)
+                        except Exception as e:  # noqa: BLE001 - handler errors are counted
+                            self._handler_error(h, e)
+            if each:
+                events = cycle.events({id(h) for h in each})
+                n += len(events)
+                if len(each) == 1 and each[0].on_event is None and not each[0].bind \
+                        and not each[0].pointers:
+                    self._deliver_simple(each[0], events)
+                else:
+                    self._deliver_each(events)
+        finally:
+            self.handler_time += time.perf_counter() - t0
+        return n
+
+    def _deliver_simple(self, h: ProbeHandle, events: list[Any]) -> None:
+        """One probe, handler(ev): the tight loop."""
+        h.stats.events += len(events)
+        fn = h.handler
+        assert fn is not None
+        it = iter(events)
+        while True:
+            try:
+                for ev in it:
+                    fn(ev)
+                return
+            except Exception as e:  # noqa: BLE001 - handler errors are counted
+                self._handler_error(h, e)
+
+    def _deliver_each(self, events: list[Any]) -> None:
+        for ev in events:
+            h = ev._t[0]
             h.stats.events += 1
             if h.on_event is not None:
                 h.on_event(ev)
@@ -601,13 +673,55 @@ class Session:
                 else:
                     fn(ev)
             except Exception as e:  # noqa: BLE001 - handler errors are counted
-                h.stats.errors += 1
-                if h.stats.first_error is None:
-                    h.stats.first_error = f"{type(e).__name__}: {e}"
-                if self.stop_on_error:
-                    raise HandlerError(f"handler of {h.name} raised {type(e).__name__}: {e}",
-                                       probe=h.name, original=e) from e
-        return len(events)
+                self._handler_error(h, e)
+
+    def _handler_error(self, h: ProbeHandle, e: Exception) -> None:
+        h.stats.errors += 1
+        if h.stats.first_error is None:
+            h.stats.first_error = f"{type(e).__name__}: {e}"
+        if self.stop_on_error:
+            raise HandlerError(f"handler of {h.name} raised {type(e).__name__}: {e}",
+                               probe=h.name, original=e) from e
+
+    # -- batches and back-pressure -------------------------------------------
+    def add_batch(self, probe: Probe | str, handler: Callable[[Batch], None], *,
+                  name: str | None = None) -> ProbeHandle:
+        """Add a probe whose handler takes a whole :class:`~.reader.Batch` per read cycle.
+
+        >>> total = 0                                            # doctest: +SKIP
+        >>> def on_batch(b):                                     # doctest: +SKIP
+        ...     global total
+        ...     total += len(b)                   # counting decodes nothing
+        ...     hist.update(b.args["__syscall_nr"])   # columns, decoded in bulk
+        >>> s.add_batch("t:syscalls:sys_enter_getppid", on_batch)  # doctest: +SKIP
+
+        The batch holds this probe's events of one cycle (up to
+        ``Reader.max_pages`` pages per CPU), rows in timestamp order; columns
+        ``ts``, ``cpu``, ``tid``, ``pid``, ``comm``, ``flags``,
+        ``preempt_count``, ``args[NAME]`` are built on first access, and
+        ``events()`` gives the rows as events. Same accounting as per-event
+        handlers: ``stats().probes[NAME].events`` counts the rows delivered.
+        """
+        h = self.add(probe, None, name=name)
+        h.batch = handler
+        return h
+
+    def batch(self, spec: str, *, filter: str | None = None,
+              name: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add_batch` taking a CLI spec string."""
+        def deco(fn: Handler) -> Handler:
+            self.add_batch(parse_spec(spec, filter=filter), fn, name=name)
+            return fn
+        return deco
+
+    def backlog(self) -> dict[int, int]:
+        """Events waiting in each CPU's ring buffer, not yet read (``per_cpu/cpuN/stats``
+        ``entries``). Growing values mean the handlers fall behind."""
+        return self._reader.backlog() if self._reader is not None else {}
+
+    def lost(self) -> int:
+        """Events the ring buffers dropped so far (all probes): cheaper than :meth:`stats`."""
+        return self._reader.lost()[0] if self._reader is not None else 0
 
     # -- statistics ----------------------------------------------------------
     def stats(self) -> Stats:

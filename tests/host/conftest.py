@@ -40,17 +40,24 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request: pytest.FixtureRequest):
-    """Nothing of ours may outlive a test; remove it if it does, then fail the test."""
+    """Nothing a test created may outlive it; remove it if it does, then fail the test.
+
+    Only state that appeared during the test counts (a session of another
+    process running meanwhile on this machine is left alone).
+    """
     if os.geteuid() != 0:
         yield
         return
+    before_lines, before_insts = _ours()
     yield
     lines, insts = _ours()
+    lines = [ln for ln in lines if ln not in before_lines]
+    insts = [i for i in insts if i not in before_insts]
     if lines or insts:
         tfs = Tracefs.open()
         from kprobes.kernel import dynevents
-        evs = [e for e in dynevents.list_defined(tfs)
-               if e.group.startswith(owner.PREFIX) or e.group.startswith("kptest")]
+        groups = {ln.split(":", 1)[1].split("/", 1)[0] for ln in lines}
+        evs = [e for e in dynevents.list_defined(tfs) if e.group in groups]
         owner.remove_owned(tfs, insts, evs)
         pytest.fail(f"test left tracing state behind: events={lines} instances={insts}")
 
