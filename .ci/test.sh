@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Run every test: tests/unit + tests/host on this machine, then tests/kernel
+# inside one QEMU VM per kernel of the matrix (Debian 6.1 and 6.12).
+# Ends with one line "N passed, N failed, N skipped" over all runs; exits
+# non-zero if anything failed or a VM did not come back.
+#
+# Environment: KPROBES_CI_KERNELS (default "6.1 6.12"), KPROBES_CI_RESULTS
+# (folder for the junit files; default a fresh /tmp folder), KPROBES_VM_TIMEOUT
+# (seconds per VM, default 1500: two VMs must fit CI's 90 minutes),
+# KPROBES_CI_PYTEST_ARGS (extra pytest arguments in the VMs, e.g. "-k smoke"),
+# CI=true (skips for missing kernel features in the VM become failures).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+py="$repo/.venv/bin/python"
+kernels=${KPROBES_CI_KERNELS:-"6.1 6.12"}
+vm_timeout=${KPROBES_VM_TIMEOUT:-1500}
+read -r -a vm_pytest_args <<< "${KPROBES_CI_PYTEST_ARGS:-}"
+results=${KPROBES_CI_RESULTS:-$(mktemp -d /tmp/kprobes-ci.XXXXXX)}
+mkdir -p "$results"
+rm -f "$results"/junit-*.xml
+problems=()
+
+if [ ! -x "$py" ]; then
+    echo "error: no virtualenv at $repo/.venv: run bash .ci/setup.sh first" >&2
+    exit 2
+fi
+if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/kernel/tracing; then
+    mount -t tracefs nodev /sys/kernel/tracing || true
+fi
+
+# pytest exit status: 0 all passed, 1 some failed (counted from the junit
+# file), 5 nothing collected; anything else means the run itself broke.
+check_rc() {
+    local what=$1 rc=$2
+    case $rc in
+        0|1|5) ;;
+        *) problems+=("$what: pytest exited with $rc") ;;
+    esac
+}
+
+host_dirs=()
+for d in tests/unit tests/host; do
+    [ -d "$d" ] && host_dirs+=("$d")
+done
+if [ ${#host_dirs[@]} -gt 0 ]; then
+    echo "=== host $(uname -r): pytest ${host_dirs[*]}"
+    "$py" -m pytest "${host_dirs[@]}" -p no:cacheprovider -rs \
+        --junitxml="$results/junit-host.xml"
+    check_rc host $?
+fi
+
+for k in $kernels; do
+    env_args=(--env "KPROBES_IN_VM=$k")
+    case ${CI:-} in
+        true|1) env_args+=(--env KPROBES_REQUIRE_KERNEL=1) ;;
+    esac
+    echo "=== VM $k: pytest tests/kernel"
+    start=$(date +%s)
+    # the checkout is read-only in the guest: no cache, no bytecode, results
+    # come back through the --rwdir folder; a test stuck for 5 minutes gets its
+    # stack dumped (faulthandler) so a VM timeout names the culprit
+    "$py" -m kprobes.cli.main vm --kernel "$k" --cpus 2 --memory 2G --cwd "$repo" \
+        --rwdir "$results" --timeout "$vm_timeout" "${env_args[@]}" -- \
+        "$py" -m pytest tests/kernel -p no:cacheprovider --continue-on-collection-errors -rs \
+        -o faulthandler_timeout=300 --junitxml="$results/junit-$k.xml" "${vm_pytest_args[@]}"
+    rc=$?
+    echo "=== VM $k: exit status $rc after $(( $(date +%s) - start )) s"
+    if [ ! -s "$results/junit-$k.xml" ]; then
+        problems+=("VM $k did not come back (exit status $rc, no $results/junit-$k.xml)")
+    else
+        check_rc "VM $k" "$rc"
+    fi
+done
+
+for p in "${problems[@]}"; do
+    echo "error: $p" >&2
+done
+echo "results: $results"
+"$py" - "$results" "${#problems[@]}" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+passed = failed = skipped = 0
+for f in sorted(Path(sys.argv[1]).glob("junit-*.xml")):
+    root = ET.parse(f).getroot()
+    for suite in [root] if root.tag == "testsuite" else root.iter("testsuite"):
+        n = int(suite.get("tests", 0))
+        bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skip = int(suite.get("skipped", 0))
+        passed += n - bad - skip
+        failed += bad
+        skipped += skip
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed or int(sys.argv[2]) else 0)
+PY
