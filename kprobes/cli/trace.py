@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import IO, Any
 
 from ..errors import KprobesError
 from ..output.render import json_line, summary_json, summary_text, text_line
@@ -39,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-kb", type=int, metavar="KB", help="per-CPU ring buffer size")
     p.add_argument("--wakeup", type=int, default=0, metavar="PERCENT",
                    help="wake the reader when a CPU buffer is PERCENT full (0 = on any event)")
+    p.add_argument("--armed", action="store_true", help=argparse.SUPPRESS)  # bench: start-up
     p.set_defaults(func=run)
 
 
@@ -86,6 +90,110 @@ class _Child:
             self.status = -9
 
 
+_CONTEXT = tuple("nmi" if f & 0x40 else "irq" if f & 0x08 else "softirq" if f & 0x10 else "task"
+                 for f in range(256))
+
+
+def _json_batch(out: IO[str]) -> Callable[[Any], None]:
+    """A batch handler writing one JSON line per event, the same text as
+    :func:`json_line`, built per batch from columns with one ``%`` template
+    when every argument is an int (the common case), else event by event."""
+    enc = json.JSONEncoder(ensure_ascii=False).encode
+    comm_js: dict[str, str] = {}
+    templates: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def on_batch(b: Any) -> None:
+        args = b.args
+        keys = tuple(args)
+        cols = list(args.values())
+        if not all(type(v) is int for col in cols for v in col):
+            out.write("".join(json_line(ev) + "\n" for ev in b.events()))
+            return
+        t = templates.get((b.probe, keys))
+        if t is None:
+            def lit(x: str) -> str:
+                return enc(x).replace("%", "%%")
+            body = ", ".join(f"{lit(k)}: %d" for k in keys)
+            t = templates[b.probe, keys] = (
+                f'{{"probe": {lit(b.probe)}, "ts_ns": %d, "cpu": %d, "pid": %d, "tid": %d, '
+                '"comm": %s, "preempt_count": %d, "context": "%s", '
+                f'"args": {{{body}}}}}\n')
+        comms = []
+        for c in b.comm:
+            js = comm_js.get(c)
+            if js is None:
+                js = comm_js[c] = enc(c)
+            comms.append(js)
+        ctx = [_CONTEXT[f] for f in b.trace_flags]
+        out.write("".join(map(t.__mod__, zip(b.ts, b.cpu, b.pid, b.tid, comms,
+                                             b.preempt_count, ctx, *cols, strict=True))))
+    return on_batch
+
+
+def _text_batch(out: IO[str], hexes: set[str]) -> Callable[[Any], None]:
+    def on_batch(b: Any) -> None:
+        out.write("".join(text_line(ev, hexes) + "\n" for ev in b.events()))
+    return on_batch
+
+
+def _count_batch(b: Any) -> None:
+    """-q: decode every event (columns), print nothing."""
+    b.args, b.tid     # noqa: B018 - decoding is the point
+
+
+class _Watch:
+    """Called after every read cycle: warns (rate-limited, on stderr) when the
+    ring buffer drops events or the backlog keeps growing; ends the run when
+    the -c command exits."""
+
+    def __init__(self, s: Session, child: _Child | None, every: float = 1.0,
+                 quiet_for: float = 5.0) -> None:
+        self.s = s
+        self.child = child
+        self.every = every
+        self.quiet_for = quiet_for
+        now = time.monotonic()
+        self.t_check = now + every
+        self.t_warned = 0.0
+        self.lost = 0
+        self.lost_warned = 0
+        self.backlog: list[int] = []
+        self.t_start = now
+        self.h_time = 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now >= self.t_check:
+            self.check(now)
+        return self.child.exited() if self.child else False
+
+    def check(self, now: float) -> None:
+        s = self.s
+        dt = now - (self.t_check - self.every)
+        self.t_check = now + self.every
+        lost = s.lost()
+        waiting = sum(s.backlog().values())
+        busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
+        self.h_time = s.handler_time
+        self.backlog = (self.backlog + [waiting])[-3:]
+        growing = len(self.backlog) == 3 and self.backlog[0] < self.backlog[1] < self.backlog[2]
+        self.lost = lost
+        if now - self.t_warned < self.quiet_for:
+            return
+        if lost > self.lost_warned:
+            msg = (f"ring buffer dropped {lost - self.lost_warned} events "
+                   f"({lost} in all)")
+        elif growing:
+            msg = "falling behind"
+        else:
+            return
+        self.t_warned = now
+        self.lost_warned = lost
+        print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
+              f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
+              file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     probes = [parse_spec(s, filter=args.filter) for s in args.specs]
     child = _Child(args.command) if args.command else None
@@ -97,7 +205,13 @@ def run(args: argparse.Namespace) -> int:
             for p in probes:
                 h = s.add(p)
                 hexes[h.name] = {a.name for a in p.args if (a.type or "x64").startswith("x")}
-            if not args.quiet:
+            if args.quiet:
+                for h in s.handles:
+                    h.batch = _count_batch
+            elif len(s.handles) == 1:       # one probe: whole batches, in time order
+                h = s.handles[0]
+                h.batch = _json_batch(out) if args.json else _text_batch(out, hexes[h.name])
+            else:                           # several: one time-ordered stream of events
                 if args.json:
                     def emit(ev: Any) -> None:
                         out.write(json_line(ev) + "\n")
@@ -107,12 +221,14 @@ def run(args: argparse.Namespace) -> int:
                 for h in s.handles:
                     h.handler = emit
             s.start()
+            if args.armed:
+                print(f"armed {time.monotonic_ns()}", file=sys.stderr, flush=True)
             if not args.json and not args.quiet:
                 names = ", ".join(h.name for h in s.handles)
                 print(f"Tracing {names}. Ctrl-C to end.", file=sys.stderr, flush=True)
             if child:
                 child.go()
-            stats = s.run(duration=args.duration, until=child.exited if child else None)
+            stats = s.run(duration=args.duration, until=_Watch(s, child))
             out.flush()
             extra: dict[str, Any] = {}
             if child and child.exited():
