@@ -308,7 +308,7 @@ class Instance:
                     with open(en) as f:
                         if f.read(1) == "1":
                             yield g, e
-                except (FileNotFoundError, NotADirectoryError, PermissionError):
+                except OSError:     # gone, or ENODEV while the instance is removed
                     continue
 
     def cpu_stats(self, cpu: int) -> CpuStats:

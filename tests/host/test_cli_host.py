@@ -15,9 +15,11 @@ from kprobes.kernel import dynevents
 from kprobes.runtime import owner
 
 
-def _nothing_of_ours(tfs) -> bool:
-    evs = [e for e in dynevents.list_defined(tfs) if e.group.startswith(owner.PREFIX)]
-    insts = [i for i in tfs.instances() if i.startswith(owner.PREFIX)]
+def _nothing_of_ours(tfs, pid: int | None = None) -> bool:
+    """No kprobes group or instance (of process PID, when given) is left."""
+    prefix = owner.PREFIX if pid is None else f"{owner.PREFIX}{pid}_"
+    evs = [e for e in dynevents.list_defined(tfs) if e.group.startswith(prefix)]
+    insts = [i for i in tfs.instances() if i.startswith(prefix)]
     return not evs and not insts
 
 
@@ -88,7 +90,7 @@ def test_sigterm_cleans_up(tracefs, workload):
     tracer.send_signal(signal.SIGTERM)
     out, err = tracer.communicate(timeout=60)
     assert "Traceback" not in err
-    assert _nothing_of_ours(tracefs)
+    assert _nothing_of_ours(tracefs, tracer.pid)
 
 
 def test_sigkill_then_clean_removes_orphans_only(tracefs, workload):
