@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Runs examples/kprobe_schedule.py, jprobe_open.py and kretprobe_open.py "
                     "for a few seconds each with a workload of two processes opening a "
                     "missing file. Without kprobes on this kernel, boots Debian's 6.1 kernel "
-                    "in a QEMU VM (software emulation: ~30 s to boot) and runs there.")
+                    "in a QEMU VM (software emulation: ~15 s to boot) and runs there.")
     p.add_argument("--duration", type=float, default=2.0, metavar="SECONDS",
                    help="per demonstration (default 2)")
     p.add_argument("--lines", type=int, default=6, metavar="N",
@@ -74,7 +74,7 @@ def _in_vm(args: argparse.Namespace) -> int:
     kernel = fetch_kernel(args.kernel)
     print(f"This kernel ({os.uname().release}) has no kprobes (CONFIG_KPROBE_EVENTS is off): "
           f"running the demo in a QEMU VM booting Debian's {kernel.version} "
-          "(software emulation, ~30 s to boot).", flush=True)
+          "(software emulation, ~15 s to boot).", flush=True)
     argv = [sys.executable, "-m", "kprobes", "demo", "--no-vm",
             "--duration", str(args.duration), "--lines", str(args.lines)]
     root = os.path.dirname(examples_dir())
