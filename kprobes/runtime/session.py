@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -28,17 +27,25 @@ from ..errors import HandlerError, KprobesError, NotSupported, SpecError, Symbol
 from ..kernel import dynevents
 from ..kernel.tracefs import Instance, Tracefs
 from ..probes.btfargs import Pointer
-from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe
+from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint
 from ..probes.spec import parse_spec
 from . import owner
 from .event import Event
+from .preflight import Preflight, resolve_location
 from .reader import Batch, Cycle, Reader
+from .signals import (
+    block_signals,
+    install_sigterm,
+    install_stop_handlers,
+    restore_handlers,
+    restore_sigterm,
+    unblock_signals,
+)
 
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
 Handler = Callable[..., Any]
 COMM_ARG = "__comm"
-ENDBR64 = bytes.fromhex("f30f1efa")
 
 
 @dataclass
@@ -124,8 +131,6 @@ class Session:
         self._tfs: Tracefs | None = None
         self._inst: Instance | None = None
         self._reader: Reader | None = None
-        self._ksyms: Any = None
-        self._blacklist: Any = None
         self._started = False
         self._closed = False
         self._stop = False
@@ -329,9 +334,9 @@ class Session:
             raise KprobesError("no probes to trace", hint="add at least one probe")
         self._started = True
         tfs = self.tracefs
-        old_term = _install_sigterm()
+        old_term = install_sigterm()
         if old_term is not None:
-            self._undo.append(("restore SIGTERM", lambda: _restore_sigterm(old_term)))
+            self._undo.append(("restore SIGTERM", lambda: restore_sigterm(old_term)))
         try:
             n_i, n_e, probs = owner.remove_orphans(tfs)
             self.orphans_removed = (n_i, n_e)
@@ -364,30 +369,14 @@ class Session:
                                   hint="list them with: kprobes list 't:*PATTERN*'")
         # Everything that can be refused without the kernel is refused before
         # anything is created: symbols, offsets, argument names, binaries.
+        checks = Preflight(tfs)
         for h in self.handles:
             p = h.probe
             if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
-                self._kernel_checks(h)
-                self._btf_args(h)
+                checks.kernel_probe(h)
+                checks.btf_args(h)
             if p.dynamic:
-                h.location = self._resolve(h.probe)
-
-    def _btf_args(self, h: ProbeHandle) -> None:
-        from ..probes.btfargs import resolve_btf_args
-
-        def btf_for(module: str | None) -> Any:
-            from ..btf import BTF
-            module = module or h.module     # a module function found in kallsyms
-            try:
-                return BTF.for_kernel(module)
-            except OSError as e:
-                raise NotSupported(f"no BTF for {module or 'vmlinux'}: {e.strerror}",
-                                   feature="btf", hint="argument names need "
-                                   "/sys/kernel/btf (CONFIG_DEBUG_INFO_BTF); use $argN "
-                                   "or registers") from None
-        res = resolve_btf_args(h.probe, btf_for, arch=os.uname().machine)
-        h.probe = res.probe
-        h.enums = res.enums
+                h.location = resolve_location(h.probe)
 
     def _create_instance(self) -> None:
         inst = self.tracefs.instance(self.name)
@@ -459,68 +448,6 @@ class Session:
                 self._undo.append((f"clear filter {h.group}/{h.event}",
                                    lambda h=h: self._inst.clear_filter(h.group, h.event)))
 
-    def _resolve(self, p: Probe) -> str | None:
-        if isinstance(p, UProbe) and p.symbol is not None:
-            from ..kernel.elf import resolve_uprobe
-            return resolve_uprobe(p.path, p.symbol, p.offset).location
-        if isinstance(p, UProbe):
-            path = os.path.realpath(p.path)
-            if not os.path.exists(path):
-                raise SymbolError(f"no such file: {p.path}", symbol=p.path)
-            return f"{path}:0x{p.offset:x}"
-        if isinstance(p, (KProbe, KRetProbe)):
-            return p.location()
-        return None
-
-    def _kernel_checks(self, h: ProbeHandle) -> None:
-        """Refuse, with reasons and hints, what the kernel would refuse (or
-        what would mislead): unknown/ambiguous/data symbols, the blacklist,
-        offsets off an instruction boundary; and place post-handler probes."""
-        from ..kernel.symbols import KernelSymbols, load_blacklist, probeable
-        p = h.probe
-        assert isinstance(p, (KProbe, KRetProbe))
-        if self._ksyms is None:
-            self._ksyms = KernelSymbols.load()
-            self._blacklist = load_blacklist()
-        ks = self._ksyms
-        loc = (h.post_of.probe if h.post_of else p).location()
-        sym, off = ks.locate(loc)
-        h.module = sym.module
-        probeable(sym, off, kallsyms=ks, blacklist=self._blacklist,
-                  tracefs_root=self.tracefs.root, retprobe=p.is_return)
-        if h.post_of is None and not off:
-            return
-        try:
-            from ..kernel import insn
-            from ..kernel.kcore import read_kernel_text
-            code = read_kernel_text(sym.addr, off + 16)
-        except NotSupported as e:
-            if h.post_of is None:
-                return   # the boundary check is a courtesy; the kernel checks too
-            raise NotSupported(f"a post-handler needs the kernel's code: {e}", feature=e.feature,
-                               hint=e.hint) from None
-        if h.post_of is None:
-            insn.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
-            return
-        nxt = self._post_location(sym, off, code)
-        h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module,
-                         args=h.post_of.probe.args, filter=p.filter, name=p.name)
-
-    def _post_location(self, sym: Any, off: int, code: bytes) -> int:
-        from ..kernel import insn
-        if off == 0 and code[:4] == ENDBR64:
-            # arch_adjust_kprobe_addr(): a probe on an IBT landing pad at the
-            # function entry is placed after it, at +4; the probed instruction
-            # is the one there.
-            off = 4
-        addr = sym.addr + off
-        if _is_ftrace_site(self._ksyms, addr, code[off:off + 5]):
-            # The ftrace call site reads as a live "call" while ftrace (or a kprobe
-            # using it) is active, and as a 5-byte nop otherwise: either way the
-            # instruction after it is at +5.
-            return addr + 5
-        return insn.next_instruction(addr, func_start=sym.addr, code=code)
-
     def _enable(self, h: ProbeHandle) -> None:
         inst = self._inst
         inst.set_event_enabled(h.group, h.event, True)
@@ -545,7 +472,7 @@ class Session:
         assert reader is not None
         deadline = None if duration is None else time.monotonic() + duration
         # Ctrl-C and SIGTERM end the run between batches: no batch is half delivered.
-        old = _install_stop_handlers(self)
+        old = install_stop_handlers(self)
         try:
             while not self._stop:
                 timeout = 0.2
@@ -564,7 +491,7 @@ class Session:
         except KeyboardInterrupt:
             pass
         finally:
-            _restore_handlers(old)
+            restore_handlers(old)
             self._stop = False
         self.drain()
         return self.stats()
@@ -750,7 +677,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        blocked = _block_signals()
+        blocked = block_signals()
         try:
             while self._undo:
                 what, fn = self._undo.pop()
@@ -763,7 +690,7 @@ class Session:
                 except Exception as e:  # noqa: BLE001 - keep undoing
                     self.cleanup_problems.append(f"{what}: {e}")
         finally:
-            _unblock_signals(blocked)
+            unblock_signals(blocked)
 
     def _snapshot(self) -> Stats | None:
         try:
@@ -771,19 +698,6 @@ class Session:
         except Exception as e:  # noqa: BLE001 - never let stats block cleanup
             self.cleanup_problems.append(f"final statistics: {e}")
             return None
-
-
-def _is_ftrace_site(ks: Any, addr: int, code: bytes) -> bool:
-    if code == bytes.fromhex("0f1f440000"):
-        return True
-    if len(code) == 5 and code[0] == 0xE8:
-        target = (addr + 5 + int.from_bytes(code[1:], "little", signed=True)) & (2**64 - 1)
-        try:
-            name = ks.function_at(target)[0].name
-        except KprobesError:
-            return True     # a dynamically allocated ftrace trampoline has no symbol
-        return "ftrace" in name or "fentry" in name
-    return False
 
 
 def _with(p: Probe, args: Iterable[FetchArg | str], filter: str | None, name: str | None) -> Probe:
@@ -825,50 +739,3 @@ def _refusal_hint(p: Probe) -> str:
         return ("check the symbol with: kprobes list 'p:PATTERN' (blacklisted, notrace and "
                 "inlined functions cannot be probed)")
     return "check the fetch args: see kprobes trace --help"
-
-
-class _Terminate(KeyboardInterrupt):
-    pass
-
-
-def _install_sigterm() -> Any:
-    try:
-        def handler(signum: int, frame: Any) -> None:
-            raise _Terminate()
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:       # not the main thread
-        return None
-
-
-def _install_stop_handlers(session: Session) -> dict[int, Any] | None:
-    def handler(signum: int, frame: Any) -> None:
-        session._stop = True
-    try:
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:       # not the main thread
-        return None
-
-
-def _restore_handlers(old: dict[int, Any] | None) -> None:
-    for sig, h in (old or {}).items():
-        signal.signal(sig, h)
-
-
-def _restore_sigterm(old: Any) -> None:
-    if old is not None:
-        try:
-            signal.signal(signal.SIGTERM, old)
-        except ValueError:
-            pass
-
-
-def _block_signals() -> set[int] | None:
-    try:
-        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (ValueError, OSError):
-        return None
-
-
-def _unblock_signals(old: set[int] | None) -> None:
-    if old is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

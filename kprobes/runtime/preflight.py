@@ -1,0 +1,130 @@
+"""Pre-flight checks: refuse what the kernel would refuse, before anything is created.
+
+Kernel probes: the symbol (unknown -> suggestions, ambiguous -> ``MOD:SYM``
+or addresses, data, ``__init``, the kprobe blacklist), the offset (inside
+the function, on an instruction boundary), argument names compiled from BTF,
+and the place of a post-handler probe (the next instruction). User probes:
+the binary and the symbol's file offset.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import KprobesError, NotSupported, SymbolError
+from ..kernel.tracefs import Tracefs
+from ..probes.model import KProbe, KRetProbe, Probe, UProbe
+
+if TYPE_CHECKING:
+    from .session import ProbeHandle
+
+__all__ = ["Preflight", "resolve_location", "is_ftrace_site", "ENDBR64"]
+
+ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+class Preflight:
+    """Kernel symbol tables loaded once per session start."""
+
+    def __init__(self, tfs: Tracefs) -> None:
+        self.tfs = tfs
+        self._ksyms: Any = None
+        self._blacklist: Any = None
+
+    def kernel_probe(self, h: ProbeHandle) -> None:
+        """Refuse, with reasons and hints, what the kernel would refuse (or
+        what would mislead): unknown/ambiguous/data symbols, the blacklist,
+        offsets off an instruction boundary; and place post-handler probes."""
+        from ..kernel.symbols import KernelSymbols, load_blacklist, probeable
+        p = h.probe
+        assert isinstance(p, (KProbe, KRetProbe))
+        if self._ksyms is None:
+            self._ksyms = KernelSymbols.load()
+            self._blacklist = load_blacklist()
+        ks = self._ksyms
+        loc = (h.post_of.probe if h.post_of else p).location()
+        sym, off = ks.locate(loc)
+        h.module = sym.module
+        probeable(sym, off, kallsyms=ks, blacklist=self._blacklist,
+                  tracefs_root=self.tfs.root, retprobe=p.is_return)
+        if h.post_of is None and not off:
+            return
+        try:
+            from ..kernel import insn
+            from ..kernel.kcore import read_kernel_text
+            code = read_kernel_text(sym.addr, off + 16)
+        except NotSupported as e:
+            if h.post_of is None:
+                return   # the boundary check is a courtesy; the kernel checks too
+            raise NotSupported(f"a post-handler needs the kernel's code: {e}", feature=e.feature,
+                               hint=e.hint) from None
+        if h.post_of is None:
+            insn.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
+            return
+        nxt = self._post_location(sym, off, code)
+        h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module,
+                         args=h.post_of.probe.args, filter=p.filter, name=p.name)
+
+    def _post_location(self, sym: Any, off: int, code: bytes) -> int:
+        from ..kernel import insn
+        if off == 0 and code[:4] == ENDBR64:
+            # arch_adjust_kprobe_addr(): a probe on an IBT landing pad at the
+            # function entry is placed after it, at +4; the probed instruction
+            # is the one there.
+            off = 4
+        addr = sym.addr + off
+        if is_ftrace_site(self._ksyms, addr, code[off:off + 5]):
+            # The ftrace call site reads as a live "call" while ftrace (or a kprobe
+            # using it) is active, and as a 5-byte nop otherwise: either way the
+            # instruction after it is at +5.
+            return addr + 5
+        return insn.next_instruction(addr, func_start=sym.addr, code=code)
+
+    def btf_args(self, h: ProbeHandle) -> None:
+        """Compile argument names (``filename``, ``how->flags``, ``$retval``) from BTF."""
+        from ..probes.btfargs import resolve_btf_args
+
+        def btf_for(module: str | None) -> Any:
+            from ..btf import BTF
+            module = module or h.module     # a module function found in kallsyms
+            try:
+                return BTF.for_kernel(module)
+            except OSError as e:
+                raise NotSupported(f"no BTF for {module or 'vmlinux'}: {e.strerror}",
+                                   feature="btf", hint="argument names need "
+                                   "/sys/kernel/btf (CONFIG_DEBUG_INFO_BTF); use $argN "
+                                   "or registers") from None
+        res = resolve_btf_args(h.probe, btf_for, arch=os.uname().machine)
+        h.probe = res.probe
+        h.enums = res.enums
+
+
+def resolve_location(p: Probe) -> str | None:
+    """Where the probe goes, as written in the definition (user symbols -> file offsets)."""
+    if isinstance(p, UProbe) and p.symbol is not None:
+        from ..kernel.elf import resolve_uprobe
+        return resolve_uprobe(p.path, p.symbol, p.offset).location
+    if isinstance(p, UProbe):
+        path = os.path.realpath(p.path)
+        if not os.path.exists(path):
+            raise SymbolError(f"no such file: {p.path}", symbol=p.path)
+        return f"{path}:0x{p.offset:x}"
+    if isinstance(p, (KProbe, KRetProbe)):
+        return p.location()
+    return None
+
+
+def is_ftrace_site(ks: Any, addr: int, code: bytes) -> bool:
+    """Is the 5-byte instruction at ``addr`` the function's ftrace call site
+    (a nop, or a call into ftrace while it is active)?"""
+    if code == bytes.fromhex("0f1f440000"):
+        return True
+    if len(code) == 5 and code[0] == 0xE8:
+        target = (addr + 5 + int.from_bytes(code[1:], "little", signed=True)) & (2**64 - 1)
+        try:
+            name = ks.function_at(target)[0].name
+        except KprobesError:
+            return True     # a dynamically allocated ftrace trampoline has no symbol
+        return "ftrace" in name or "fentry" in name
+    return False
