@@ -60,7 +60,7 @@ for k in $kernels; do
     # the checkout is read-only in the guest: no cache, no bytecode, results
     # come back through the --rwdir folder; a test stuck for 5 minutes gets its
     # stack dumped (faulthandler) so a VM timeout names the culprit
-    "$py" -m kprobes.cli.main vm --kernel "$k" --cpus 2 --memory 2G --cwd "$repo" \
+    "$py" -m kprobes.cli.main vm --kernel "$k" --cpus 2 --memory 4G --cwd "$repo" \
         --rwdir "$results" --timeout "$vm_timeout" "${env_args[@]}" -- \
         "$py" -m pytest tests/kernel -p no:cacheprovider --continue-on-collection-errors -rs \
         -o faulthandler_timeout=300 --junitxml="$results/junit-$k.xml" "${vm_pytest_args[@]}"
