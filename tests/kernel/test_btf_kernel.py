@@ -14,6 +14,9 @@ import uuid
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from targets.procs import run_bounded  # noqa: E402
+
 from kprobes import Session
 from kprobes.errors import BTFError, KernelRefused
 from kprobes.kernel import dynevents
@@ -74,11 +77,10 @@ def test_handler_parameter_not_in_prototype_is_refused(tfs):
 
 def test_spec_with_field_paths_and_typed_retval(tfs, tmp_path):
     path = str(tmp_path / f"spec-{uuid.uuid4().hex[:8]}")
-    r = subprocess.run([sys.executable, "-m", "kprobes", "trace", "--json",
+    r = run_bounded([sys.executable, "-m", "kprobes", "trace", "--json",
                         f"p:{OPEN} filename how->flags how->mode", f"r:{OPEN} $retval",
                         "-c", f"{sys.executable} -c \"import os; os.open('{path}', "
-                        "os.O_WRONLY | os.O_CREAT, 0o600)\""],
-                       capture_output=True, text=True, timeout=300)
+                        "os.O_WRONLY | os.O_CREAT, 0o600)\""], timeout=300)
     assert r.returncode == 0, r.stderr
     events = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")][:-1]
     mine = [e for e in events if e["args"].get("filename") == path]
@@ -146,13 +148,11 @@ def test_native_btf_names_agree_or_are_refused(tfs, tmp_path):
 
 
 def test_info_function_and_struct():
-    r = subprocess.run([sys.executable, "-m", "kprobes", "info", OPEN],
-                       capture_output=True, text=True, timeout=300)
+    r = run_bounded([sys.executable, "-m", "kprobes", "info", OPEN], timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{OPEN}(int dfd, const char" in r.stdout and "struct open_how *how" in r.stdout
     assert "probe: yes" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "kprobes", "info", "struct open_how"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_bounded([sys.executable, "-m", "kprobes", "info", "struct open_how"], timeout=300)
     assert r.returncode == 0
     lines = {ln.split()[-1]: ln.split()[0] for ln in r.stdout.splitlines()[2:-1]}
     assert lines == {"flags": "0", "mode": "8", "resolve": "16"}

@@ -20,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from targets.build import build  # noqa: E402
+from targets.procs import run_bounded  # noqa: E402
 
 from kprobes import Session  # noqa: E402
 from kprobes.errors import SpecError, SymbolError  # noqa: E402
@@ -246,10 +247,9 @@ def test_return_probe_must_be_at_entry(tfs):
 def test_cli_failed_opens_json(tfs, workload):
     n = 40
     path = _missing_path()
-    r = subprocess.run([sys.executable, "-m", "kprobes", "trace", "--json",
+    r = run_bounded([sys.executable, "-m", "kprobes", "trace", "--json",
                         f"r1:{OPEN} ret=$retval:s64", "--filter", "ret < 0",
-                        "-c", f"{workload} open {n} {path}"],
-                       capture_output=True, text=True, timeout=300)
+                        "-c", f"{workload} open {n} {path}"], timeout=300)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
     events = lines[:-1]
@@ -288,8 +288,8 @@ def test_examples_output(example, pattern, tmp_path):
     opener = subprocess.Popen([sys.executable, "-c", "import os\nwhile True:\n try: os.open("
                                f"{path!r}, 0)\n except OSError: pass\n"])
     try:
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", example),
-                            "--duration", "1"], capture_output=True, text=True, timeout=300)
+        r = run_bounded([sys.executable, os.path.join(ROOT, "examples", example),
+                            "--duration", "1"], timeout=300)
     finally:
         opener.kill()
         opener.wait()
@@ -309,8 +309,8 @@ def test_kretprobe_example_reports_missed(tmp_path):
     code = f"import os\nwhile True:\n try: os.open({path!r}, 0)\n except OSError: pass\n"
     openers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
     try:
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "kretprobe_open.py"),
-                            "--duration", "2"], capture_output=True, text=True, timeout=300)
+        r = run_bounded([sys.executable, os.path.join(ROOT, "examples", "kretprobe_open.py"),
+                            "--duration", "2"], timeout=300)
     finally:
         for o in openers:
             o.kill()
