@@ -37,8 +37,12 @@ probe specs (one shell argument each, quote them):
   t:GROUP:EVENT             tracepoint (its fields arrive by name)
 ARGS are NAME=FETCH[:TYPE] (or FETCH[:TYPE]): %di %si $arg1 $retval $comm @sym
 +8(%di) +0(%si):string ... ; TYPE is u8..u64 s8..s64 x8..x64 string ustring char
-symbol b<W>@<O>/<S> or TYPE[N].
+symbol b<W>@<O>/<S> or TYPE[N]. For kernel functions FETCH may also name
+parameters and fields, resolved from BTF: filename how->flags
+file->f_path.dentry->d_name.name $retval (bare ones are named how_flags ...).
 examples:
+  kprobes trace 'p:do_sys_openat2 filename how->flags how->mode'
+  kprobes trace 'r:do_sys_openat2 $retval' --filter 'retval < 0'
   kprobes trace 'p:do_sys_openat2 dfd=%di:s32 path=+0(%si):ustring'
   kprobes trace 'r1:do_sys_openat2 ret=$retval:s64' --filter 'ret < 0'
   kprobes trace 'u:/bin/bash:readline' 'ur:/bin/bash:readline line=+0($retval):ustring'
