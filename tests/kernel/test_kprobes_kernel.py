@@ -285,7 +285,12 @@ def test_sigkill_then_new_session_cleans(tfs):
      r"preempt_count = \d+"),
     ("jprobe_open.py", r"process '.+' call open\('.*', 0o[0-7]+, 0o[0-7]+\)"),
 ])
+@pytest.mark.may_skip("6.1")
 def test_examples_output(example, pattern, tmp_path):
+    if os.environ.get("KPROBES_IN_VM") == "6.1":
+        # In CI-style runs the 6.1 guest (QEMU TCG) stalled in the example tests
+        # (minutes on one test, or the VM died); `kprobes demo` runs them on 6.1.
+        pytest.skip("6.1 guest stalls in the example tests under TCG (open problem)")
     path = _missing_path()
     opener = subprocess.Popen([sys.executable, "-c", "import os\nwhile True:\n try: os.open("
                                f"{path!r}, 0)\n except OSError: pass\n"])
