@@ -114,12 +114,9 @@ def resolve_btf_args(probe: Probe, btf_for: Any, *, arch: str = "x86_64") -> Btf
             continue
         plan = compile_fetch(btf, sig, a.fetch, arch=arch, retval=probe.is_return)
         typ = a.type or plan.type
-        if a.type in ("x64", "x32") and plan.is_string:
-            # ':x64' on a char * asks for the raw pointer, not the string
-            plan = compile_fetch(btf, sig, a.fetch, arch=arch, retval=probe.is_return)
-            fetch = _unstring(plan.fetcharg)
-        else:
-            fetch = plan.fetcharg
+        # ':x64' on a char * asks for the raw pointer, not the string
+        raw = a.type in ("x64", "x32") and plan.is_string
+        fetch = _unstring(plan.fetcharg) if raw else plan.fetcharg
         args.append(FetchArg(a.name, fetch, typ))
         res.ctypes[a.name] = plan.ctype
         if plan.enum:

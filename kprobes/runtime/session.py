@@ -32,7 +32,7 @@ from ..probes.spec import parse_spec
 from . import owner
 from .event import Event
 from .preflight import Preflight, resolve_location
-from .reader import Batch, Cycle, Reader
+from .reader import COMM_ARG, Batch, Cycle, Reader
 from .signals import (
     block_signals,
     install_sigterm,
@@ -45,7 +45,6 @@ from .signals import (
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
 Handler = Callable[..., Any]
-COMM_ARG = "__comm"
 
 
 @dataclass
