@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shlex
 import sys
 import time
@@ -46,6 +47,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (readable once it exits), or None if unavailable."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _readable(fd: int) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
+
+
 class _Child:
     """A command forked now, exec'd only once the probes are armed."""
 
@@ -68,6 +83,7 @@ class _Child:
                 os._exit(127)
         os.close(self.r)
         self.status: int | None = None
+        self.pidfd = _pidfd(self.pid)
 
     def go(self) -> None:
         os.write(self.w, b"g")
@@ -147,9 +163,11 @@ class _Watch:
     the -c command exits."""
 
     def __init__(self, s: Session, child: _Child | None, every: float = 1.0,
-                 quiet_for: float = 5.0) -> None:
+                 quiet_for: float = 5.0, target: int | None = None) -> None:
         self.s = s
         self.child = child
+        self.target = target        # pidfd of the -p process: its exit ends the run
+        self.target_exited = False
         self.every = every
         self.quiet_for = quiet_for
         now = time.monotonic()
@@ -165,7 +183,11 @@ class _Watch:
         now = time.monotonic()
         if now >= self.t_check:
             self.check(now)
-        return self.child.exited() if self.child else False
+        if self.child:
+            return self.child.exited()
+        if self.target is not None and _readable(self.target):
+            self.target_exited = True
+        return self.target_exited
 
     def check(self, now: float) -> None:
         s = self.s
@@ -198,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     probes = [parse_spec(s, filter=args.filter) for s in args.specs]
     child = _Child(args.command) if args.command else None
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+    target = _pidfd(args.pid) if args.pid and not child else None
     try:
         pid = child.pid if child else args.pid
         with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup) as s:
@@ -227,12 +250,21 @@ def run(args: argparse.Namespace) -> int:
                 names = ", ".join(h.name for h in s.handles)
                 print(f"Tracing {names}. Ctrl-C to end.", file=sys.stderr, flush=True)
             if child:
+                if child.pidfd is not None:
+                    s.wake_on(child.pidfd)
                 child.go()
-            stats = s.run(duration=args.duration, until=_Watch(s, child))
+            elif args.pid and target is not None:
+                s.wake_on(target)
+            watch = _Watch(s, child, target=None if child else target)
+            stats = s.run(duration=args.duration, until=watch)
             out.flush()
             extra: dict[str, Any] = {}
             if child and child.exited():
                 extra["command_exit"] = child.status
+            if watch.target_exited:
+                extra["process_exited"] = args.pid
+                if not args.json:
+                    print(f"kprobes: process {args.pid} exited", file=sys.stderr)
             if args.json:
                 out.write(summary_json(stats, extra) + "\n")
                 out.flush()
@@ -243,6 +275,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+        for fd in (target, child.pidfd if child else None):
+            if fd is not None:
+                os.close(fd)
         if child:
             if child.status is None and not child.exited():
                 child.kill()

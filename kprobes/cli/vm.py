@@ -8,7 +8,10 @@ Boot cost under software emulation (TCG, 2 vCPUs, 2 GB, measured for
 ``true`` from start to exit status): about 15 s on 6.1 and 12 s on 6.12; a
 pytest run of the smoke tests takes 33-35 s in all.  Everything inside runs
 emulated, so a guest is several times slower than the host (and much slower
-when the host is busy).  ``KPROBES_VM_KVM=1`` uses KVM where nested KVM works.
+when the host is busy).  Emulation is single-threaded (both guest CPUs on
+one host thread): one thread per guest CPU hangs guests that patch hot kernel
+code, see :mod:`kprobes.kernel.vm`.  ``KPROBES_VM_KVM=1`` uses KVM where
+nested KVM works.
 
 Examples::
 

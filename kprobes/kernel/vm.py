@@ -23,7 +23,15 @@ Two steps, kept apart:
     Boots the kernel with ``vng --exec`` and returns the command's exit
     status; its output goes straight to ours.  Software emulation (TCG) is
     used unless ``$KPROBES_VM_KVM=1``: nested KVM hangs on the machines this
-    project is developed on.
+    project is developed on.  TCG runs single-threaded (both guest CPUs
+    take turns on one host thread, ``-accel tcg,thread=single``): with one
+    host thread per guest CPU (QEMU 7.2's default), a CPU kept running its
+    stale translation of code that another CPU had just patched with
+    ``text_poke_bp`` (int3, then the new bytes).  Flipping a static key in a
+    hot path (a tracepoint being enabled, as every tracing session does for
+    ``sched_switch``) then live-locked 6.1 (the int3 handler rewinds to an
+    instruction the CPU never re-reads) and oopsed 6.12 ("Oops: int3").
+    ``$KPROBES_VM_TCG_THREAD=multi`` restores the faster, unsafe mode.
 
 What the guest looks like (seen on 6.1 and 6.12): root is the host's root,
 read-only; ``/sys/kernel/tracing`` (tracefs) and ``/sys/kernel/debug``
@@ -493,7 +501,13 @@ def vm_command(kernel: KernelImage, argv: Sequence[str], *, cwd: str,
     inner = ["env", "--", *(f"{k}={v}" for k, v in guest_env.items()), *argv]
     cmd = [vng]
     if os.environ.get("KPROBES_VM_KVM") != "1":
-        cmd.append("--disable-kvm")
+        # single-threaded TCG: see the module docstring (cross-modifying code)
+        thread = os.environ.get("KPROBES_VM_TCG_THREAD", "single")
+        if thread not in ("single", "multi"):
+            raise KprobesError(f"KPROBES_VM_TCG_THREAD={thread!r}",
+                               hint="use single (the default) or multi")
+        # one "--opt=value" word: vng's argparse would take "-accel ..." for -a
+        cmd += ["--disable-kvm", f"--qemu-opts=-accel tcg,thread={thread}"]
     cmd += ["--run", str(kernel.vmlinuz), "--cpus", str(cpus), "--memory", memory,
             "--cwd", cwd]
     for d in rwdirs:

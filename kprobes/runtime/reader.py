@@ -488,8 +488,13 @@ class Reader:
         self.fds = []
         self._fd_cpu = []
 
+    def wake_on(self, fd: int) -> None:
+        """Also end :meth:`wait` when ``fd`` becomes readable (e.g. a pidfd)."""
+        self._poll.register(fd, select.POLLIN)
+
     def wait(self, timeout: float) -> bool:
-        """Sleep until a CPU buffer has data (per the instance's buffer_percent) or timeout."""
+        """Sleep until a CPU buffer has data (per the instance's buffer_percent),
+        a :meth:`wake_on` fd is readable, or timeout."""
         if not self.fds:
             return False
         try:

@@ -133,6 +133,7 @@ class Session:
         self._started = False
         self._closed = False
         self._stop = False
+        self._wake_fds: list[int] = []
         self.orphans_removed = (0, 0)
         self._final: Stats | None = None
         self.cleanup_problems: list[str] = []
@@ -349,6 +350,8 @@ class Session:
             self._reader = Reader(self._inst, tfs, self.handles, tasks_needed=True)
             self._undo.append(("close ring buffers", self._reader.close))
             self._reader.open()
+            for fd in self._wake_fds:
+                self._reader.wake_on(fd)
             self._inst.write("tracing_on", "1")
         except BaseException:
             self.close()
@@ -494,6 +497,14 @@ class Session:
             self._stop = False
         self.drain()
         return self.stats()
+
+    def wake_on(self, fd: int) -> None:
+        """Wake :meth:`run` (and :meth:`poll`) as soon as ``fd`` is readable, so
+        its ``until()`` is checked at once instead of within 0.2 s: e.g. a pidfd
+        (``os.pidfd_open``) of the process whose exit ends the run."""
+        self._wake_fds.append(fd)
+        if self._reader is not None:
+            self._reader.wake_on(fd)
 
     def poll(self, timeout: float = 0.0) -> int:
         """Wait up to ``timeout`` for events and deliver what is there; returns the count."""

@@ -46,7 +46,8 @@ def test_trace_json_with_command(tracefs, workload):
 
 
 def test_trace_text_and_pid_filter(tracefs, workload):
-    """-p traces only that process: a second workload running meanwhile is not seen."""
+    """-p traces only that process: a second workload running meanwhile is not
+    seen; the trace ends by itself when that process exits (as bpftrace -p)."""
     target = subprocess.Popen([workload, "-w", "getppid", "300"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
     tracer = subprocess.Popen([sys.executable, "-m", "kprobes", "trace", "--json",
@@ -59,12 +60,15 @@ def test_trace_text_and_pid_filter(tracefs, workload):
         target.stdin.write(b"g")
         target.stdin.close()
         target.wait()
+        out, err = tracer.communicate(timeout=60)    # no signal: the exit ends it
     finally:
-        tracer.send_signal(signal.SIGINT)
-        out, err = tracer.communicate(timeout=60)
+        if tracer.poll() is None:
+            tracer.send_signal(signal.SIGINT)
+            out, err = tracer.communicate(timeout=60)
     assert tracer.returncode == 0, err
     events = [json.loads(ln) for ln in out.splitlines()]
     assert events[-1]["summary"]["events"] == 300, (out[-3000:], err)
+    assert events[-1]["summary"]["process_exited"] == target.pid
     assert {e["pid"] for e in events[:-1]} == {target.pid}
     assert _nothing_of_ours(tracefs)
 
