@@ -9,7 +9,8 @@ on ``bench_target`` (a function-call loop):
 
   none        no tracing
   idle        event enabled in an instance nobody reads (kprobes Session, bench/consumer.py)
-  cat         raw ceiling: ``cat`` of every CPU's trace_pipe_raw to /dev/null
+  raw         raw-copy ceiling: bench/rawcopy.c reads every CPU's trace_pipe_raw
+              (non-blocking, poll, whole pages) and counts the workload's records
   bt-count    bpftrace ``@ = count()``
   bt-printf   bpftrace ``printf`` per event (to a file, lines counted)
   json        ``kprobes trace SPEC --json -o FILE -c CMD``
@@ -46,19 +47,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = sys.executable
 KPROBES = [PY, "-m", "kprobes"]
-ALL = ["none", "idle", "cat", "bt-count", "bt-printf", "json", "quiet", "handler", "batch",
+ALL = ["none", "idle", "raw", "bt-count", "bt-printf", "json", "quiet", "handler", "batch",
        "handler@1M", "batch@1M"]
 
 
 RUSAGE = ""
+RAWCOPY = ""
 
 
 def build(tmp: str) -> str:
-    global RUSAGE
+    global RUSAGE, RAWCOPY
     out = os.path.join(tmp, "loops")
     subprocess.run(["gcc", "-O2", "-o", out, os.path.join(HERE, "loops.c")], check=True)
     RUSAGE = os.path.join(tmp, "rusage")
     subprocess.run(["gcc", "-O2", "-o", RUSAGE, os.path.join(HERE, "rusage.c")], check=True)
+    RAWCOPY = os.path.join(tmp, "rawcopy")
+    subprocess.run(["gcc", "-O2", "-o", RAWCOPY, os.path.join(HERE, "rawcopy.c")], check=True)
     return out
 
 
@@ -108,8 +112,8 @@ def measure(variant: str, t: Target, n: int, tmp: str) -> dict:
     if base == "none":
         r = _run(cmd, tmp)
         return _row(r, n, None, None, startup=False)
-    if base == "cat":
-        return _cat(t, cmd, n, tmp)
+    if base == "raw":
+        return _raw(t, cmd, n, tmp)
     if base in ("idle", "handler", "batch"):
         mode = {"idle": "idle", "handler": "event", "batch": "batch"}[base]
         r = _run([PY, os.path.join(HERE, "consumer.py"), mode, t.spec, "--", *cmd], tmp)
@@ -162,61 +166,38 @@ def _row(r: dict, n: int, delivered: int | None, lost: int | None,
             "rss_mb": r["rss_kb"] / 1024 if startup else None}
 
 
-def _cat(t: Target, cmd: list[str], n: int, tmp: str) -> dict:
-    """Arm the probe in a session that never reads; ``cat`` every CPU's
-    trace_pipe_raw to a file in /dev/shm (tmpfs: a memory copy), then count the
-    workload's records in those pages with the page decoder (exact, after the run)."""
+def _raw(t: Target, cmd: list[str], n: int, tmp: str) -> dict:
+    """Arm the probe in a session that never reads; ``bench/rawcopy.c`` copies
+    every CPU's trace_pipe_raw pages and counts the workload's records in them."""
     from kprobes import Session
-    shm = tempfile.mkdtemp(prefix="kpbench-cat", dir="/dev/shm")
-    try:
-        with Session() as s:
-            h = s.add(t.spec)
-            s.start()
-            inst = s._inst                 # noqa: SLF001 - bench only
-            reader = s._reader             # noqa: SLF001
-            ncpu = reader.ncpus
-            pages = reader.pages
-            ruf = [os.path.join(tmp, f"rusage.cat{c}") for c in range(ncpu)]
-            dump = [os.path.join(shm, f"cpu{c}") for c in range(ncpu)]
-            reader.close()                 # the cats are the only readers
-            cats = [subprocess.Popen([RUSAGE, ruf[c], "sh", "-c",
-                                      f"exec cat {inst.pipe_path(c)} > {dump[c]}"])
-                    for c in range(ncpu)]
+    with Session() as s:
+        h = s.add(t.spec)
+        s.start()
+        inst = s._inst                 # noqa: SLF001 - bench only
+        reader = s._reader             # noqa: SLF001
+        ncpu, page_size = reader.ncpus, reader.page_size
+        reader.close()                 # rawcopy is the only reader
+        ruf = os.path.join(tmp, "rusage.raw")
+        outf = os.path.join(tmp, "raw.out")
+        # the workload's pid is not known before it runs: every pid's records
+        # of the event count (only the workload makes them in practice)
+        with open(outf, "w") as fo:
+            raw = subprocess.Popen([RUSAGE, ruf, RAWCOPY, str(page_size), str(h.type_id), "0",
+                                    *(inst.pipe_path(c) for c in range(ncpu))], stdout=fo)
             try:
                 r = _run(cmd, tmp)
                 inst.write("tracing_on", "0")
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and any(inst.cpu_stats(c).entries
-                                                          for c in range(ncpu)):
-                    time.sleep(0.05)
-            finally:     # the instance can only go once nobody has its files open
-                subprocess.run(["pkill", "-TERM", "-P", ",".join(str(c.pid) for c in cats)])
-                for c in cats:
-                    c.wait()
-            lost = s.lost()
-            type_id = h.type_id
-        cpu = 0.0
-        for f in ruf:
-            ut, st, _rss, _rc = map(int, open(f).read().split())
-            cpu += (ut + st) / 1e6
-        pid = r["w"].get("pid")
-        read = 0
-        for f in dump:
-            with open(f, "rb") as fh:
-                data = fh.read()
-            size = pages.page_size
-            for off in range(0, len(data) - size + 1, size):
-                page = data[off:off + size]
-                for _ts, start, _ln in pages.records(page)[1]:
-                    tid_ok = pid is None or int.from_bytes(page[start + 4:start + 8],
-                                                           "little") == pid
-                    if int.from_bytes(page[start:start + 2], "little") == type_id and tid_ok:
-                        read += 1
-    finally:
-        shutil.rmtree(shm, ignore_errors=True)
+            finally:   # SIGTERM: rawcopy reads what is left, prints, exits
+                subprocess.run(["pkill", "-TERM", "-P", str(raw.pid)])
+                raw.wait()
+        lost = s.lost()
+    m = re.search(r"matched=(\d+)", open(outf).read())
+    read = int(m.group(1)) if m else 0
+    ut, st, _rss, _rc = map(int, open(ruf).read().split())
     w = r["w"]
     return {"ns": w["loop_ns"] / w["n"], "delivered": read, "lost": lost,
-            "cpu_ns": cpu * 1e9 / read if read else None, "startup": None, "rss_mb": None}
+            "cpu_ns": (ut + st) * 1e3 / read if read else None, "startup": None,
+            "rss_mb": None}
 
 
 def fmt_table(results: dict[str, list[dict]], n: int, ratios_only: bool = False) -> str:
@@ -227,14 +208,14 @@ def fmt_table(results: dict[str, list[dict]], n: int, ratios_only: bool = False)
     none = med(results.get("none", []), "ns")
     if ratios_only:
         head = ("| variant | slowdown vs none | delivered / produced | lost | "
-                "consumer CPU per event vs cat |")
+                "consumer CPU per event vs raw |")
         sep = "| --- | ---: | ---: | ---: | ---: |"
     else:
         head = ("| variant | ns per traced call | vs none | delivered / produced | lost | "
                 "consumer CPU ns/event | start-up s | peak RSS MB |")
         sep = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     lines = [head, sep]
-    cat_cpu = med(results.get("cat", []), "cpu_ns")
+    raw_cpu = med(results.get("raw", []), "cpu_ns")
     for v, rows in results.items():
         ns = med(rows, "ns")
         d = med(rows, "delivered")
@@ -251,7 +232,7 @@ def fmt_table(results: dict[str, list[dict]], n: int, ratios_only: bool = False)
         slow = f"{ns / none:.2f}x" if none and ns else "–"
         lo = f"{lost:,.0f}" if lost is not None else "–"
         if ratios_only:
-            c = f"{cpu / cat_cpu:.2f}x" if cpu and cat_cpu else "–"
+            c = f"{cpu / raw_cpu:.2f}x" if cpu and raw_cpu else "–"
             lines.append(f"| {v} | {slow} | {dp} | {lo} | {c} |")
             continue
         su, rss = med(rows, "startup"), med(rows, "rss_mb")

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-kb", type=int, metavar="KB", help="per-CPU ring buffer size")
     p.add_argument("--wakeup", type=int, default=0, metavar="PERCENT",
                    help="wake the reader when a CPU buffer is PERCENT full (0 = on any event)")
+    p.add_argument("--latency", type=float, default=5.0, metavar="MS",
+                   help="rest MS milliseconds after reading only a few events, so a trickle "
+                        "arrives in batches (less CPU per event); 0 = print at once (default 5)")
     p.add_argument("--armed", action="store_true", help=argparse.SUPPRESS)  # bench: start-up
     p.set_defaults(func=run)
 
@@ -223,7 +226,11 @@ def run(args: argparse.Namespace) -> int:
     target = _pidfd(args.pid) if args.pid and not child else None
     try:
         pid = child.pid if child else args.pid
-        with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup) as s:
+        if args.latency < 0:
+            raise KprobesError(f"--latency {args.latency:g}: must be 0 or more",
+                               hint="milliseconds, e.g. --latency 5")
+        with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup,
+                     latency=args.latency / 1000) as s:
             hexes: dict[str, set[str]] = {}
             for p in probes:
                 h = s.add(p)

@@ -107,13 +107,24 @@ class Session:
     ``trace_self`` to also see events of this process (off: the tracer's own
     reads would feed back), ``wakeup_percent`` how full a CPU buffer gets
     before the reader wakes (0: on any event), ``clock`` the trace clock
-    (``mono``: timestamps compare with ``time.monotonic_ns()``).
+    (``mono``: timestamps compare with ``time.monotonic_ns()``), ``latency``
+    how long :meth:`run` rests after a read cycle that brought few events
+    (default 5 ms; 0: read again at once). Resting turns a trickle of events
+    (one wakeup each) into batches: less CPU per event for the reader and for
+    the traced program (no wakeup per event), each event at most that much
+    later. Busy cycles never rest.
     """
+
+    #: a read cycle with fewer events than this is "small": run() rests after it
+    SMALL_CYCLE = 1024
 
     def __init__(self, *, tracefs: str | None = None, buffer_kb: int | None = None,
                  pid: int | None = None, stop_on_error: bool = False,
                  clock: str = "mono", wakeup_percent: int = 0,
-                 trace_self: bool = False) -> None:
+                 trace_self: bool = False, latency: float = 0.005) -> None:
+        if latency < 0:
+            raise KprobesError(f"latency {latency} < 0", hint="seconds, e.g. 0.005")
+        self.latency = latency
         self._tfs_root = tracefs
         self.buffer_kb = buffer_kb
         self.pid = pid
@@ -486,6 +497,8 @@ class Session:
                 cycle = reader.read_cycle()
                 if cycle.n:
                     self._deliver(cycle)
+                    if cycle.n < self.SMALL_CYCLE and self.latency and not self._stop:
+                        time.sleep(self.latency)      # let a trickle gather
                 else:
                     reader.wait(timeout)
                 if until is not None and until():
