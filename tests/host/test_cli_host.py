@@ -191,6 +191,25 @@ def test_quiet_counts_without_printing(tracefs, workload):
     assert json.loads(lines[0])["summary"]["events"] == 1234
 
 
+@pytest.mark.parametrize("latency", ["0", "5", "50"])
+def test_latency_never_loses_or_delays_the_end(tracefs, workload, latency):
+    """--latency only batches a trickle: every event arrives, at any setting."""
+    r = run_cli("trace", "-q", "--json", "--latency", latency, "t:syscalls:sys_enter_getppid",
+                "-c", f"{workload} getppid 777")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])["summary"]
+    assert (summary["events"], summary["lost"], summary["command_exit"]) == (777, 0, 0)
+    assert _nothing_of_ours(tracefs)
+
+
+def test_negative_latency_is_one_error_line(tracefs):
+    r = run_cli("trace", "t:syscalls:sys_enter_getppid", "--latency", "-1", "-d", "0")
+    assert r.returncode != 0
+    assert r.stderr.startswith("error: --latency -1: must be 0 or more"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert _nothing_of_ours(tracefs)
+
+
 def test_info_says_what_is_missing(tracefs):
     r = run_cli("info")
     assert r.returncode == 0
