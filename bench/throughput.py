@@ -270,9 +270,14 @@ def main() -> int:
     if a.vm:
         cmd = [*KPROBES, "vm", "--kernel", "6.1", "--timeout", "3000", "--", PY,
                os.path.abspath(__file__), "--in-vm", "--events", str(a.events),
-               "--repeat", str(a.repeat)] + (["--only", a.only] if a.only else []) \
-            + (["--out", a.out] if a.out else [])
-        return subprocess.run(cmd, cwd=ROOT).returncode
+               "--repeat", str(a.repeat)] + (["--only", a.only] if a.only else [])
+        # the checkout is read-only in the guest: the tables come back on stdout
+        r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        print(r.stdout, end="")
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(r.stdout[r.stdout.find("### "):] if "### " in r.stdout else "")
+        return r.returncode
     variants = a.only.split(",") if a.only else list(ALL)
     if a.in_vm:
         variants = [v for v in variants if v not in ("handler@1M", "batch@1M")]
