@@ -8,8 +8,7 @@
 # (folder for the junit files; default a fresh /tmp folder), KPROBES_VM_TIMEOUT
 # (seconds per VM boot, default 900: at most two boots per kernel fit CI's 90 minutes),
 # KPROBES_CI_PYTEST_ARGS (extra pytest arguments in the VMs, e.g. "-k smoke"),
-# KPROBES_VM_STALL_OK (kernels whose guest may stall twice without failing the
-# run; default none), KPROBES_VM_TCG_THREAD (single, the default, or multi:
+# KPROBES_VM_TCG_THREAD (single, the default, or multi:
 # see kprobes/kernel/vm.py for why multi-threaded TCG hangs guests),
 # CI=true (skips for missing kernel features in the VM become failures).
 set -uo pipefail
@@ -18,7 +17,6 @@ repo=$(pwd)
 py="$repo/.venv/bin/python"
 kernels=${KPROBES_CI_KERNELS:-"6.1 6.12"}
 vm_timeout=${KPROBES_VM_TIMEOUT:-900}
-stall_ok=${KPROBES_VM_STALL_OK-}
 read -r -a vm_pytest_args <<< "${KPROBES_CI_PYTEST_ARGS:-}"
 results=${KPROBES_CI_RESULTS:-$(mktemp -d /tmp/kprobes-ci.XXXXXX)}
 mkdir -p "$results"
@@ -78,12 +76,7 @@ for k in $kernels; do
         echo "=== VM $k: no results came back (exit status $rc)" >&2
     done
     if [ ! -s "$results/junit-$k.xml" ]; then
-        case " $stall_ok " in
-            *" $k "*)
-                echo "warning: VM $k stalled twice: its kernel suite is NOT counted" \
-                     "(KPROBES_VM_STALL_OK=\"$stall_ok\")" >&2 ;;
-            *) problems+=("VM $k did not come back twice (exit status $rc, no $results/junit-$k.xml)") ;;
-        esac
+        problems+=("VM $k did not come back twice (exit status $rc, no $results/junit-$k.xml)")
     else
         [ "$attempt" -gt 1 ] && echo "warning: VM $k needed a second boot" >&2
         check_rc "VM $k" "$rc"

@@ -6,7 +6,7 @@
  *   loops sys N R   the same, paced to at most R calls per second (busy-waiting)
  *
  * Prints one line: "start_ns=<CLOCK_MONOTONIC at main()> loop_ns=<loop wall time>
- * n=<N> utime_us=<user CPU> stime_us=<system CPU> pid=<pid>" so the harness can compute
+ * n=<N> utime_us=<user CPU> stime_us=<system CPU>" so the harness can compute
  * ns per traced call, start-up (command start -> workload running) and subtract
  * the workload's own CPU from its parent's.
  */
@@ -67,8 +67,8 @@ int main(int argc, char **argv)
 	long long t1 = now_ns();
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	fprintf(stderr, "start_ns=%lld loop_ns=%lld n=%ld utime_us=%ld stime_us=%ld pid=%d\n",
-		start, t1 - t0, n, (long)(ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec),
-		(long)(ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec), (int)getpid());
+	fprintf(stderr, "start_ns=%lld loop_ns=%lld n=%ld utime_us=%ld stime_us=%ld\n", start,
+		t1 - t0, n, (long)(ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec),
+		(long)(ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec));
 	return 0;
 }

@@ -67,11 +67,10 @@ def build(tmp: str) -> str:
 
 
 def _workload_line(text: str) -> dict[str, int]:
-    m = re.search(r"start_ns=(\d+) loop_ns=(\d+) n=(\d+) utime_us=(\d+) stime_us=(\d+) "
-                  r"pid=(\d+)", text)
+    m = re.search(r"start_ns=(\d+) loop_ns=(\d+) n=(\d+) utime_us=(\d+) stime_us=(\d+)", text)
     if not m:
         raise RuntimeError(f"no workload report in: {text[-2000:]}")
-    k = ("start_ns", "loop_ns", "n", "utime_us", "stime_us", "pid")
+    k = ("start_ns", "loop_ns", "n", "utime_us", "stime_us")
     return dict(zip(k, map(int, m.groups()), strict=True))
 
 

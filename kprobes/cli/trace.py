@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)")
     p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
-    p.add_argument("-p", "--pid", type=int, help="trace only this process (and its children)")
+    p.add_argument("-p", "--pid", type=int,
+                   help="trace only this process (and its children); end when it exits")
     p.add_argument("-c", "--command", metavar="'CMD ARGS'",
                    help="run CMD with the probes already armed; trace only it (and its "
                         "children) and stop when it exits")
@@ -221,14 +222,14 @@ class _Watch:
 
 def run(args: argparse.Namespace) -> int:
     probes = [parse_spec(s, filter=args.filter) for s in args.specs]
+    if args.latency < 0:
+        raise KprobesError(f"--latency {args.latency:g}: must be 0 or more",
+                           hint="milliseconds, e.g. --latency 5")
     child = _Child(args.command) if args.command else None
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     target = _pidfd(args.pid) if args.pid and not child else None
     try:
         pid = child.pid if child else args.pid
-        if args.latency < 0:
-            raise KprobesError(f"--latency {args.latency:g}: must be 0 or more",
-                               hint="milliseconds, e.g. --latency 5")
         with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup,
                      latency=args.latency / 1000) as s:
             hexes: dict[str, set[str]] = {}
@@ -260,9 +261,9 @@ def run(args: argparse.Namespace) -> int:
                 if child.pidfd is not None:
                     s.wake_on(child.pidfd)
                 child.go()
-            elif args.pid and target is not None:
+            elif target is not None:
                 s.wake_on(target)
-            watch = _Watch(s, child, target=None if child else target)
+            watch = _Watch(s, child, target=target)
             stats = s.run(duration=args.duration, until=watch)
             out.flush()
             extra: dict[str, Any] = {}

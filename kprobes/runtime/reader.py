@@ -465,6 +465,7 @@ class Reader:
         self.lost_from_pages = 0
         self.pages_read = 0
         self._poll = select.poll()
+        self._wake: set[int] = set()
 
     def open(self) -> None:
         for cpu in range(self.ncpus):
@@ -489,7 +490,11 @@ class Reader:
         self._fd_cpu = []
 
     def wake_on(self, fd: int) -> None:
-        """Also end :meth:`wait` when ``fd`` becomes readable (e.g. a pidfd)."""
+        """End :meth:`wait` once when ``fd`` becomes readable (e.g. a pidfd).
+
+        One-shot: a pidfd stays readable after the exit, and a wait that kept
+        returning at once would spin."""
+        self._wake.add(fd)
         self._poll.register(fd, select.POLLIN)
 
     def wait(self, timeout: float) -> bool:
@@ -498,9 +503,14 @@ class Reader:
         if not self.fds:
             return False
         try:
-            return bool(self._poll.poll(max(0, int(timeout * 1000))))
+            ready = self._poll.poll(max(0, int(timeout * 1000)))
         except InterruptedError:
             return False
+        for fd, _ in ready:
+            if fd in self._wake:
+                self._wake.discard(fd)
+                self._poll.unregister(fd)
+        return bool(ready)
 
     def read_pages(self, max_pages: int | None = None) -> list[tuple[int, bytes]]:
         """The pages available now, up to ``max_pages`` per CPU: [(cpu, page)]."""

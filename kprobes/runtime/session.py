@@ -512,9 +512,10 @@ class Session:
         return self.stats()
 
     def wake_on(self, fd: int) -> None:
-        """Wake :meth:`run` (and :meth:`poll`) as soon as ``fd`` is readable, so
-        its ``until()`` is checked at once instead of within 0.2 s: e.g. a pidfd
-        (``os.pidfd_open``) of the process whose exit ends the run."""
+        """Wake :meth:`run` (and :meth:`poll`) once, as soon as ``fd`` is
+        readable, so its ``until()`` is checked at once instead of within
+        0.2 s: e.g. a pidfd (``os.pidfd_open``) of the process whose exit ends
+        the run."""
         self._wake_fds.append(fd)
         if self._reader is not None:
             self._reader.wake_on(fd)

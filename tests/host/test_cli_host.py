@@ -192,7 +192,7 @@ def test_quiet_counts_without_printing(tracefs, workload):
 
 
 @pytest.mark.parametrize("latency", ["0", "5", "50"])
-def test_latency_never_loses_or_delays_the_end(tracefs, workload, latency):
+def test_latency_setting_delivers_every_event(tracefs, workload, latency):
     """--latency only batches a trickle: every event arrives, at any setting."""
     r = run_cli("trace", "-q", "--json", "--latency", latency, "t:syscalls:sys_enter_getppid",
                 "-c", f"{workload} getppid 777")

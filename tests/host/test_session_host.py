@@ -41,6 +41,28 @@ def test_tracepoint_counts_exactly(tracefs, workload):
     assert ts == sorted(ts)
 
 
+def test_wake_on_fd_wakes_the_reader_once(tracefs, workload):
+    """A wake_on fd ends one wait; it stays readable (like a pidfd after the
+    exit) but does not end the next: the run loop would spin otherwise."""
+    p, _w = _spawn_blocked([workload, "getppid", "1"])   # never started: no events
+    r, w = os.pipe()
+    try:
+        with Session(pid=p.pid) as s:
+            s.add("t:syscalls:sys_enter_getppid")
+            s.wake_on(r)
+            s.start()
+            reader = s._reader               # noqa: SLF001 - the wait itself is the subject
+            os.write(w, b"x")
+            assert reader.wait(30) is True   # woken by the fd (no events exist)
+            assert reader.wait(0) is False   # still readable, but no longer watched
+            assert s.poll() == 0
+    finally:
+        p.kill()
+        p.wait()
+        os.close(r)
+        os.close(w)
+
+
 def test_uprobe_args_and_return(tracefs, workload):
     n = 200
     entries, returns = [], []
