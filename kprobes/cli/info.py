@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
             print(describe(args.target))
         except BTFError as e:
             if " " not in args.target.strip():
-                from ..kernel.symbols import KernelSymbols
-                near = KernelSymbols.load().suggest(args.target.split(":")[-1])
+                from ..kernel.symlookup import KallsymsLookup
+                near = KallsymsLookup.load().suggest(args.target.split(":")[-1])
                 if near:
                     e.hint = f"did you mean: {', '.join(near)}?"
             raise
@@ -61,15 +61,19 @@ def run(args: argparse.Namespace) -> int:
 def probe_status(func: str) -> str:
     """Whether and how FUNC can be probed on this kernel, in one or two lines."""
     from ..errors import KprobesError
-    from ..kernel.symbols import KernelSymbols, load_blacklist, probe_info
+    from ..kernel.blacklist import load_blacklist
+    from ..kernel.probeable import probe_info
+    from ..kernel.symlookup import KallsymsLookup
     from ..kernel.tracefs import Tracefs
     try:
         tfs = Tracefs.open()
-        ks = KernelSymbols.load()
+        ks = KallsymsLookup.load()
         sym = ks.resolve(func, text_only=True)
     except KprobesError as e:
         return f"probe: unknown ({e})"
-    info = probe_info(sym, 0, kallsyms=ks, blacklist=load_blacklist(), tracefs_root=tfs.root)
+    # without kprobe_events there is no blacklist: do not mount debugfs to look
+    bl = load_blacklist() if tfs.has("kprobe_events") else None
+    info = probe_info(sym, 0, kallsyms=ks, blacklist=bl, tracefs_root=tfs.root)
     where = f"{sym.spec} at {sym.addr:#x}" if sym.addr else sym.spec
     if info.problems:
         return f"probe: no - {info.problems[0]}\nhint: {info.hints[0]}"

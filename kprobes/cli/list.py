@@ -39,12 +39,11 @@ def run(args: argparse.Namespace) -> int:
         kind, pattern = pattern[0], pattern[2:] or None
     tfs = Tracefs.open()
     if kind in (None, "t"):
-        from ..kernel.symbols import iter_tracepoints
-        for tp in iter_tracepoints(tfs.root, pattern):
+        for tp in tfs.tracepoints(pattern):
             out.write(f"t:{tp}\n")
     if kind in (None, "p", "r"):
-        from ..kernel.symbols import KernelSymbols, read_filter_functions
-        keep = None if args.all else read_filter_functions(tfs.root)
+        from ..kernel.kallsyms import KernelSymbols
+        keep = None if args.all else tfs.filter_functions()
         for s in KernelSymbols.load().iter_functions(pattern, filter_functions=keep):
             out.write(f"{kind or 'p'}:{s.spec}\n")
     return 0

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from fnmatch import translate
 
 from kprobes.errors import KprobesError, NotSupported, SymbolError
-from kprobes.kernel.symbols import near_names
+from kprobes.kernel.kallsyms import near_names
 
 __all__ = [
     "ElfSymbol",

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from ..errors import KernelRefused, NotSupported, PermissionDenied, SpecError
 
@@ -237,6 +238,80 @@ class Tracefs:
         except FileNotFoundError:
             return os.cpu_count() or 1
 
+    # -- listings ----------------------------------------------------------
+    def _raw(self, rel: str) -> bytes | None:
+        try:
+            with open(self.path(rel), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def filter_functions(self) -> frozenset[str] | None:
+        """Names in ``available_filter_functions`` (ftrace-able), or None if unreadable."""
+        data = self._raw("available_filter_functions")
+        if data is None:
+            return None
+        return frozenset(ln.split(maxsplit=1)[0].decode("utf-8", "replace")
+                         for ln in data.splitlines() if ln.strip())
+
+    def is_filter_function(self, name: str) -> bool | None:
+        """Is ``name`` in ``available_filter_functions``?  None if unreadable.
+
+        One C-speed search of the file's bytes (``NAME`` or ``NAME [MOD]`` lines),
+        as perf-tools' ``grep`` does, not a set of all of it.
+        """
+        data = self._raw("available_filter_functions")
+        if data is None:
+            return None
+        raw = name.encode()
+        if data.startswith((raw + b"\n", raw + b" ")):
+            return True
+        return b"\n" + raw + b"\n" in data or b"\n" + raw + b" [" in data
+
+    def ftrace_locations(self, name: str | None = None) -> dict[str, list[int]] | None:
+        """``available_filter_functions_addrs``: name -> ftrace call-site addresses
+        (only ``name``'s when given), or None when unreadable (before 6.5, or EPERM)."""
+        data = self._raw("available_filter_functions_addrs")
+        if data is None:
+            return None
+        out: dict[str, list[int]] = {}
+        try:
+            if name is None:
+                for ln in data.splitlines():
+                    parts = ln.split()
+                    if len(parts) >= 2:
+                        out.setdefault(parts[1].decode(), []).append(int(parts[0], 16))
+                return out
+            for key in (b" " + name.encode() + b"\n", b" " + name.encode() + b" ["):
+                i = data.find(key)
+                while i >= 0:
+                    start = data.rfind(b"\n", 0, i) + 1
+                    out.setdefault(name, []).append(int(data[start:i], 16))
+                    i = data.find(key, i + len(key))
+        except ValueError:
+            return None
+        return out
+
+    def tracepoints(self, pattern: str | None = None) -> Iterator[str]:
+        """``group:event`` names under ``events/`` that can be enabled, sorted.
+
+        A pattern with ``:`` is a glob on ``group:event``, otherwise on the event name.
+        """
+        base = self.path("events")
+        try:
+            groups = [e for e in os.scandir(base) if e.is_dir()]
+        except FileNotFoundError:
+            raise NotSupported(f"{base} does not exist", feature="tracefs",
+                               hint="mount tracefs: mount -t tracefs nodev /sys/kernel/tracing"
+                               ) from None
+        for g in sorted(groups, key=lambda e: e.name):
+            for ev in sorted(os.listdir(g.path)):
+                if not os.path.isfile(os.path.join(g.path, ev, "enable")):
+                    continue
+                full = f"{g.name}:{ev}"
+                if pattern is None or fnmatchcase(full if ":" in pattern else ev, pattern):
+                    yield full
+
 
 class Instance:
     """A tracefs instance (``instances/NAME``): a private ring buffer and event switches."""
@@ -330,14 +405,14 @@ class Instance:
 
 
 def _mount_tracefs(target: str) -> None:
-    import ctypes
-    import ctypes.util
+    from .mount import mount
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.mount(b"nodev", target.encode(), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
-        if err == _errno.EPERM:
+    try:
+        mount("nodev", target, "tracefs")
+    except OSError as e:
+        if e.errno == _errno.EPERM:
             raise PermissionDenied("mounting tracefs was refused (EPERM)",
-                                   hint="run as root: mount -t tracefs nodev /sys/kernel/tracing")
-        raise NotSupported(f"cannot mount tracefs: {os.strerror(err)}", feature="tracefs",
-                           hint="the kernel needs CONFIG_TRACING")
+                                   hint="run as root: mount -t tracefs nodev /sys/kernel/tracing"
+                                   ) from None
+        raise NotSupported(f"cannot mount tracefs: {e.strerror}", feature="tracefs",
+                           hint="the kernel needs CONFIG_TRACING") from None

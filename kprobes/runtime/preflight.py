@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KprobesError, NotSupported, SymbolError
+from ..errors import NotSupported, SymbolError
 from ..kernel.tracefs import Tracefs
 from ..probes.model import KProbe, KRetProbe, Probe, UProbe
 
 if TYPE_CHECKING:
     from .session import ProbeHandle
 
-__all__ = ["Preflight", "resolve_location", "is_ftrace_site", "ENDBR64"]
-
-ENDBR64 = bytes.fromhex("f30f1efa")
+__all__ = ["Preflight", "resolve_location"]
 
 
 class Preflight:
@@ -36,12 +34,15 @@ class Preflight:
         """Refuse, with reasons and hints, what the kernel would refuse (or
         what would mislead): unknown/ambiguous/data symbols, the blacklist,
         offsets off an instruction boundary; and place post-handler probes."""
-        from ..kernel.symbols import KernelSymbols, load_blacklist, probeable
+        from ..kernel.blacklist import load_blacklist
+        from ..kernel.probeable import probeable
+        from ..kernel.symlookup import KallsymsLookup
         p = h.probe
         assert isinstance(p, (KProbe, KRetProbe))
         if self._ksyms is None:
-            self._ksyms = KernelSymbols.load()
-            self._blacklist = load_blacklist()
+            self._ksyms = KallsymsLookup.load()
+            # no kprobe_events, no blacklist: do not mount debugfs to look
+            self._blacklist = load_blacklist() if self.tfs.has("kprobe_events") else None
         ks = self._ksyms
         loc = (h.post_of.probe if h.post_of else p).location()
         sym, off = ks.locate(loc)
@@ -51,8 +52,9 @@ class Preflight:
         if h.post_of is None and not off:
             return
         try:
-            from ..kernel import insn
+            from ..kernel.arch import current
             from ..kernel.kcore import read_kernel_text
+            arch = current()
             code = read_kernel_text(sym.addr, off + 16)
         except NotSupported as e:
             if h.post_of is None:
@@ -60,26 +62,11 @@ class Preflight:
             raise NotSupported(f"a post-handler needs the kernel's code: {e}", feature=e.feature,
                                hint=e.hint) from None
         if h.post_of is None:
-            insn.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
+            arch.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
             return
-        nxt = self._post_location(sym, off, code)
+        nxt = arch.post_location(sym.addr, off, code, ks.function_at)
         h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module,
                          args=h.post_of.probe.args, filter=p.filter, name=p.name)
-
-    def _post_location(self, sym: Any, off: int, code: bytes) -> int:
-        from ..kernel import insn
-        if off == 0 and code[:4] == ENDBR64:
-            # arch_adjust_kprobe_addr(): a probe on an IBT landing pad at the
-            # function entry is placed after it, at +4; the probed instruction
-            # is the one there.
-            off = 4
-        addr = sym.addr + off
-        if is_ftrace_site(self._ksyms, addr, code[off:off + 5]):
-            # The ftrace call site reads as a live "call" while ftrace (or a kprobe
-            # using it) is active, and as a 5-byte nop otherwise: either way the
-            # instruction after it is at +5.
-            return addr + 5
-        return insn.next_instruction(addr, func_start=sym.addr, code=code)
 
     def btf_args(self, h: ProbeHandle) -> None:
         """Compile argument names (``filename``, ``how->flags``, ``$retval``) from BTF."""
@@ -113,18 +100,3 @@ def resolve_location(p: Probe) -> str | None:
     if isinstance(p, (KProbe, KRetProbe)):
         return p.location()
     return None
-
-
-def is_ftrace_site(ks: Any, addr: int, code: bytes) -> bool:
-    """Is the 5-byte instruction at ``addr`` the function's ftrace call site
-    (a nop, or a call into ftrace while it is active)?"""
-    if code == bytes.fromhex("0f1f440000"):
-        return True
-    if len(code) == 5 and code[0] == 0xE8:
-        target = (addr + 5 + int.from_bytes(code[1:], "little", signed=True)) & (2**64 - 1)
-        try:
-            name = ks.function_at(target)[0].name
-        except KprobesError:
-            return True     # a dynamically allocated ftrace trampoline has no symbol
-        return "ftrace" in name or "fentry" in name
-    return False

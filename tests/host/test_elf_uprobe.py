@@ -129,7 +129,7 @@ def test_uprobe_on_executable(bins: dict[str, Path], uprobes, which: str, n: int
 
 def test_uprobe_inside_function(bins: dict[str, Path], uprobes) -> None:
     pytest.importorskip("capstone")
-    from kprobes.kernel.insn import decode
+    from kprobes.kernel.arch.x86_64 import decode
 
     t0 = resolve_uprobe(str(bins["pie"]), "work")
     code = bins["pie"].read_bytes()[t0.file_offset:t0.file_offset + t0.size]

@@ -9,14 +9,10 @@ import time
 import pytest
 
 from kprobes.errors import NotSupported, SymbolError
-from kprobes.kernel.symbols import (
-    Blacklist,
-    KernelSymbols,
-    ensure_debugfs,
-    iter_tracepoints,
-    probe_info,
-    read_filter_functions,
-)
+from kprobes.kernel.blacklist import Blacklist, ensure_debugfs
+from kprobes.kernel.kallsyms import KernelSymbols
+from kprobes.kernel.probeable import probe_info
+from kprobes.kernel.tracefs import Tracefs
 
 pytestmark = pytest.mark.host
 
@@ -88,7 +84,7 @@ def test_iter_functions_real(ks: KernelSymbols) -> None:
     names = [s.name for s in funcs]
     assert "vfs_read" in names and names == sorted(names)
     assert all(s.is_text and s.name.startswith("vfs_") for s in funcs)
-    ff = read_filter_functions(TRACEFS)
+    ff = Tracefs(TRACEFS).filter_functions()
     if ff is not None:  # EPERM on the dev host; readable on kernels with ftrace
         assert set(n.name for n in ks.iter_functions("vfs_*", filter_functions=ff)) <= ff
 
@@ -96,12 +92,12 @@ def test_iter_functions_real(ks: KernelSymbols) -> None:
 def test_tracepoints_real() -> None:
     if not os.path.isdir(os.path.join(TRACEFS, "events")):
         pytest.skip(f"tracefs not mounted at {TRACEFS}")
-    tps = list(iter_tracepoints(TRACEFS))
+    tps = list(Tracefs(TRACEFS).tracepoints())
     assert "sched:sched_switch" in tps and "syscalls:sys_enter_openat" in tps
     on_disk = sum(1 for g in os.scandir(os.path.join(TRACEFS, "events")) if g.is_dir()
                   for e in os.scandir(g.path) if os.path.exists(os.path.join(e.path, "enable")))
     assert len(tps) == on_disk
-    assert list(iter_tracepoints(TRACEFS, "sched:sched_switch")) == ["sched:sched_switch"]
+    assert list(Tracefs(TRACEFS).tracepoints("sched:sched_switch")) == ["sched:sched_switch"]
 
 
 def test_debugfs_and_blacklist() -> None:

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from kprobes.errors import SymbolError
-from kprobes.kernel.symbols import Blacklist, KernelSymbols, probe_info, probeable
+from kprobes.kernel.blacklist import Blacklist
+from kprobes.kernel.kallsyms import KernelSymbols
+from kprobes.kernel.probeable import probe_info, probeable
 
 pytestmark = pytest.mark.kernel
 TRACEFS = "/sys/kernel/tracing"
@@ -31,7 +33,7 @@ if not os.path.exists(KPROBE_EVENTS):
 pytest.importorskip("capstone", reason="capstone not installed (pip install 'kprobes[disasm]')")
 pytest.importorskip("elftools", reason="pyelftools not installed (pip install 'kprobes[elf]')")
 
-from kprobes.kernel.insn import decode, is_instruction_boundary, next_instruction  # noqa: E402
+from kprobes.kernel.arch.x86_64 import decode, is_instruction_boundary, next_instruction  # noqa: E402
 from kprobes.kernel.kcore import read_kernel_text  # noqa: E402
 
 

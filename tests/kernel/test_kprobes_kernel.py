@@ -25,7 +25,8 @@ from targets.procs import run_bounded  # noqa: E402
 from kprobes import Session  # noqa: E402
 from kprobes.errors import SpecError, SymbolError  # noqa: E402
 from kprobes.kernel import dynevents  # noqa: E402
-from kprobes.kernel.symbols import Blacklist, KernelSymbols  # noqa: E402
+from kprobes.kernel.blacklist import Blacklist  # noqa: E402
+from kprobes.kernel.kallsyms import KernelSymbols  # noqa: E402
 from kprobes.kernel.tracefs import Tracefs  # noqa: E402
 from kprobes.runtime import owner  # noqa: E402
 
@@ -233,7 +234,7 @@ def test_preflight_unknown_symbol_suggests(tfs):
 def test_preflight_blacklisted(tfs):
     bl = Blacklist.try_load()
     if bl is None:
-        from kprobes.kernel.symbols import ensure_debugfs
+        from kprobes.kernel.blacklist import ensure_debugfs
         mounted = ensure_debugfs()
         try:
             bl = Blacklist.try_load()

@@ -9,7 +9,7 @@ import pytest
 
 from kprobes.errors import DecodeError, KprobesError, NotSupported, SymbolError
 from kprobes.kernel import kcore
-from kprobes.kernel.insn import (
+from kprobes.kernel.arch.x86_64 import (
     decode,
     instruction_at,
     is_instruction_boundary,

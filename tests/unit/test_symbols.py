@@ -7,17 +7,10 @@ from pathlib import Path
 import pytest
 
 from kprobes.errors import NotSupported, PermissionDenied, SymbolError
-from kprobes.kernel.symbols import (
-    Blacklist,
-    KernelSymbols,
-    Sym,
-    iter_tracepoints,
-    near_names,
-    probe_info,
-    probeable,
-    read_filter_functions,
-    read_ftrace_locations,
-)
+from kprobes.kernel.blacklist import Blacklist
+from kprobes.kernel.kallsyms import KernelSymbols, Sym, near_names
+from kprobes.kernel.probeable import probe_info, probeable
+from kprobes.kernel.tracefs import Tracefs
 
 DATA = Path(__file__).parent.parent / "data" / "kallsyms"
 SCHEDULE = 0xFFFFFFFF821FB620
@@ -247,8 +240,8 @@ def _fake_tracefs(root: Path) -> Path:
 
 def test_ftrace_checks(host: KernelSymbols, tmp_path: Path) -> None:
     root = str(_fake_tracefs(tmp_path))
-    assert read_filter_functions(root) == {"schedule", "vfs_read", "ext4_read"}
-    assert read_ftrace_locations(root) == {"schedule": [SCHEDULE], "vfs_read": [0xFFFFFFFF816BAB70]}
+    assert Tracefs(root).filter_functions() == {"schedule", "vfs_read", "ext4_read"}
+    assert Tracefs(root).ftrace_locations() == {"schedule": [SCHEDULE], "vfs_read": [0xFFFFFFFF816BAB70]}
     info = probe_info(host.resolve("schedule"), 0, kallsyms=host, tracefs_root=root)
     assert info.ok and info.ftrace_traceable is True
     with pytest.raises(SymbolError, match=r"inside the ftrace call site at \+0") as ei:
@@ -267,12 +260,12 @@ def test_ftrace_checks(host: KernelSymbols, tmp_path: Path) -> None:
 
 def test_iter_tracepoints(tmp_path: Path) -> None:
     root = str(_fake_tracefs(tmp_path))
-    assert list(iter_tracepoints(root)) == [
+    assert list(Tracefs(root).tracepoints()) == [
         "sched:sched_switch", "sched:sched_wakeup", "syscalls:sys_enter_read"]
-    assert list(iter_tracepoints(root, "sched_*")) == ["sched:sched_switch", "sched:sched_wakeup"]
-    assert list(iter_tracepoints(root, "sys*:*read")) == ["syscalls:sys_enter_read"]
+    assert list(Tracefs(root).tracepoints("sched_*")) == ["sched:sched_switch", "sched:sched_wakeup"]
+    assert list(Tracefs(root).tracepoints("sys*:*read")) == ["syscalls:sys_enter_read"]
     with pytest.raises(NotSupported):
-        list(iter_tracepoints(str(tmp_path / "nope")))
+        list(Tracefs(str(tmp_path / "nope")).tracepoints())
 
 
 def test_recorded_6_12_blacklist() -> None:

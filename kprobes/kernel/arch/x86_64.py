@@ -1,4 +1,8 @@
-"""x86-64 instruction boundaries for kprobe post-handlers (capstone, extra ``kprobes[disasm]``).
+"""x86-64 instruction boundaries for kprobes and post-handlers (capstone, extra ``kprobes[disasm]``).
+
+Every x86 rule lives here: decoding, the ENDBR64 landing pad at a function's
+entry, the 5-byte ftrace call site counted as one instruction, refusing a
+post-handler after a branch, call or return, and the next boundary.
 
 A kprobe must sit on an instruction boundary: the kernel's x86 ``can_probe()``
 decodes from the function start to check it, and so does ``perf probe``.  A
@@ -17,9 +21,10 @@ Decoding is linear from the function start (``code`` must start there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from kprobes.errors import DecodeError, NotSupported, SymbolError
+from kprobes.errors import DecodeError, KprobesError, NotSupported, SymbolError
 
 __all__ = [
     "Insn",
@@ -27,10 +32,20 @@ __all__ = [
     "instruction_at",
     "is_instruction_boundary",
     "next_instruction",
+    "post_location",
+    "is_ftrace_site",
     "MAX_INSN_SIZE",
+    "ENDBR64",
+    "FTRACE_INSN_SIZE",
+    "FTRACE_NOP",
 ]
 
 MAX_INSN_SIZE = 15
+#: the IBT landing pad a function may start with
+ENDBR64 = bytes.fromhex("f30f1efa")
+#: the ftrace call site: a 5-byte nop (or a call) patched at the function's entry
+FTRACE_INSN_SIZE = 5
+FTRACE_NOP = bytes.fromhex("0f1f440000")
 _md_cache: list = []
 
 
@@ -177,3 +192,44 @@ def next_instruction(addr: int, *, func_start: int, code: bytes | None = None) -
             hint="drop the post-handler, or put a pre-handler on the instruction you want "
                  f"to see next (+{insn.end} if the branch is not taken, or its target)")
     return addr + insn.size
+
+
+def is_ftrace_site(addr: int, code: bytes, function_at: Callable[[int], tuple]) -> bool:
+    """Is the 5-byte instruction ``code`` at ``addr`` the function's ftrace call site
+    (a nop, or a call into ftrace while it is active)?  ``function_at`` names a
+    call's target (``SymbolTable.function_at``).
+
+    >>> is_ftrace_site(0x1000, FTRACE_NOP, None), is_ftrace_site(0x1000, b"\\x55", None)
+    (True, False)
+    """
+    if code == FTRACE_NOP:
+        return True
+    if len(code) == FTRACE_INSN_SIZE and code[0] == 0xE8:
+        target = (addr + 5 + int.from_bytes(code[1:], "little", signed=True)) & (2**64 - 1)
+        try:
+            name = function_at(target)[0].name
+        except KprobesError:
+            return True     # a dynamically allocated ftrace trampoline has no symbol
+        return "ftrace" in name or "fentry" in name
+    return False
+
+
+def post_location(func_start: int, offset: int, code: bytes,
+                  function_at: Callable[[int], tuple]) -> int:
+    """Where a post-handler for a probe at ``func_start+offset`` goes: the next instruction.
+
+    ``code`` holds the function's bytes from its start (at least ``offset`` +
+    16).  A probe on an ENDBR64 at the entry is placed after it by the kernel
+    (``arch_adjust_kprobe_addr()``), so the probed instruction is the one at +4;
+    the ftrace site counts as one 5-byte instruction whether it is a nop or a
+    live call.  Raises SymbolError where :func:`next_instruction` does.
+
+    >>> hex(post_location(0x1000, 0, ENDBR64 + FTRACE_NOP + bytes.fromhex("55c3"), None))
+    '0x1009'
+    """
+    if offset == 0 and code[:4] == ENDBR64:
+        offset = 4
+    addr = func_start + offset
+    if is_ftrace_site(addr, code[offset:offset + FTRACE_INSN_SIZE], function_at):
+        return addr + FTRACE_INSN_SIZE
+    return next_instruction(addr, func_start=func_start, code=code)
