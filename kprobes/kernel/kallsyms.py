@@ -19,7 +19,6 @@ Sym(addr=18446744071578845440, type='T', name='do_work', module=None)
 
 from __future__ import annotations
 
-import difflib
 import re
 from array import array
 from bisect import bisect_left, bisect_right
@@ -393,6 +392,8 @@ def near_names(name: str, names: list[str], n: int = 5) -> list[str]:
                       key=lambda c: (len(c), c))
         out.extend(subs[: n - len(out)])
     if len(out) < n:
+        import difflib
+
         slack = max(3, len(name) // 3)
         pool = [c for c in names if abs(len(c) - len(name)) <= slack and c != name]
         close = difflib.get_close_matches(name, pool, n=n, cutoff=0.75)

@@ -29,9 +29,9 @@ changes no answer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
+import zlib
 
 from .kallsyms import KernelSymbols, Sym, SymbolTable, read_kallsyms
 
@@ -183,13 +183,10 @@ def _read(path: str, size: int = -1) -> bytes:
 
 
 def _key(path: str) -> str:
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(_read("/proc/sys/kernel/random/boot_id"))
-    for ln in _read("/proc/modules").splitlines():   # name, state, address; not the refcount
-        parts = ln.split()
-        h.update(b" ".join(parts[:1] + parts[4:6]) + b"\n")
-    h.update(_read(path, 4096))
-    return h.hexdigest()
+    boot = _read("/proc/sys/kernel/random/boot_id").strip().decode() or "noboot"
+    mods = b"".join(b" ".join(ln.split()[:1] + ln.split()[4:6]) + b"\n"  # not the refcount
+                    for ln in _read("/proc/modules").splitlines())
+    return f"{boot}-{zlib.crc32(mods):08x}-{zlib.crc32(_read(path, 4096)):08x}"
 
 
 def cached_kallsyms(path: str = KALLSYMS) -> bytes:

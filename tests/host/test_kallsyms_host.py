@@ -123,3 +123,21 @@ def test_debugfs_and_blacklist() -> None:
     finally:
         if mounted:
             subprocess.run(["umount", "/sys/kernel/debug"], check=True)
+
+
+def test_one_name_lookup_agrees_with_the_whole_table(ks: KernelSymbols) -> None:
+    from kprobes.kernel.symlookup import KallsymsLookup
+
+    fast = KallsymsLookup.load(KALLSYMS, cache=False)
+    assert not fast.addresses_hidden
+    syms = list(ks)
+    sample = syms[::997] + [s for s in syms if s.name in ("schedule", "vfs_read", "_stext")]
+    checked = 0
+    for s in sample:
+        if s.is_pseudo:      # BPF programs and trampolines come and go between two reads
+            continue
+        assert fast.lookup(s.name) == ks.lookup(s.name), s
+        assert fast.size(s) == ks.size(s), s
+        checked += 1
+    assert checked > 50
+    assert fast.in_core_text(fast.resolve("schedule").addr) is True

@@ -124,3 +124,19 @@ def test_blacklist_agrees_with_the_kernel(ks: KernelSymbols, kprobe) -> None:
         kprobe("bl", e.name)
     info = probe_info(ks.resolve("schedule"), 0, kallsyms=ks, blacklist=bl, tracefs_root=TRACEFS)
     assert info.ok and info.blacklist_known and info.ftrace_traceable is True
+
+
+def test_one_name_lookup_agrees_with_the_whole_table(ks: KernelSymbols) -> None:
+    """The guest has modules: names, ambiguity and sizes from the raw-bytes lookup
+    are the whole table's, for core and module symbols alike."""
+    from kprobes.kernel.symlookup import KallsymsLookup
+
+    fast = KallsymsLookup.load(cache=False)
+    syms = [s for s in ks if not s.is_pseudo]
+    mods = [s for s in syms if s.module]
+    assert mods, "the guest loads modules (9p, virtio)"
+    for s in syms[::1499] + mods[::97]:
+        assert fast.lookup(s.name) == ks.lookup(s.name), s
+        assert fast.lookup(s.name, s.module or "vmlinux") == ks.lookup(s.name, s.module or "vmlinux")
+        assert fast.size(s) == ks.size(s), s
+    assert fast.resolve(f"{mods[0].module}:{mods[0].name}") in ks.lookup(mods[0].name)
