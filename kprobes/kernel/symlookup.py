@@ -47,11 +47,12 @@ _LATE_MARKERS = frozenset({"_etext", "_sinittext", "_einittext"})
 class KallsymsLookup(SymbolTable):
     """The kallsyms bytes, searched one name at a time (see the module docstring)."""
 
-    def __init__(self, data: bytes, *, path: str | None = None) -> None:
+    def __init__(self, data: bytes, *, path: str | None = None, copy: bool = False) -> None:
         if data and not data.endswith(b"\n"):
             data += b"\n"
         self.data = data
         self.path = path
+        self.copy = copy       # data came from the per-boot copy, not the live file
         self._full: KernelSymbols | None = None
         self._pos: dict[Sym, int] = {}       # where each symbol handed out starts
         self.addresses_hidden = self._hidden()
@@ -59,8 +60,9 @@ class KallsymsLookup(SymbolTable):
     @classmethod
     def load(cls, path: str = KALLSYMS, *, cache: bool = True) -> KallsymsLookup:
         """The live table (from the per-boot copy when ``cache`` and ``path`` is the kernel's)."""
-        data = cached_kallsyms(path) if cache and path == KALLSYMS else read_kallsyms(path)
-        return cls(data, path=path)
+        if cache and path == KALLSYMS:
+            return cls(cached_kallsyms(path), path=path, copy=True)
+        return cls(read_kallsyms(path), path=path)
 
     @classmethod
     def parse(cls, text: str) -> KallsymsLookup:
@@ -124,8 +126,14 @@ class KallsymsLookup(SymbolTable):
         return b"\t[" + module.encode() + b"]\n" in self.data
 
     def function_at(self, addr: int) -> tuple[Sym, int]:
-        """The symbol containing ``addr`` (parses the whole table: addresses are rare)."""
+        """The symbol containing ``addr`` (parses the whole table: addresses are rare).
+
+        From the live file when the bytes are the per-boot copy: an address may
+        be in a trampoline or BPF program made since.
+        """
         self._need_addresses()
+        if self.copy and self.path is not None:
+            return KernelSymbols.load(self.path).function_at(addr)
         return self.full().function_at(addr)
 
     def size(self, sym: Sym) -> int | None:
