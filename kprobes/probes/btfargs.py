@@ -88,13 +88,13 @@ def resolve_btf_args(probe: Probe, btf_for: Any, *, arch: str = "x86_64") -> Btf
     the function's return value. Raises BTFError (unknown names, listing what
     exists) or SpecError (malformed expressions).
     """
-    from ..btf import compile_fetch
     if not isinstance(probe, (KProbe, KRetProbe)) or probe.symbol is None:
         return BtfResolution(probe)
     todo = [a for a in probe.args if is_btf_expr(a.fetch)
             and (a.fetch != "$retval" or a.type is None)]
     if not todo:
-        return BtfResolution(probe)
+        return BtfResolution(probe)   # no BTF needed: not even imported
+    from ..btf import compile_fetch
     if isinstance(probe, KProbe) and probe.offset:
         raise SpecError(f"argument names ({todo[0].fetch}) need a function entry, not "
                         f"{probe.location()}", hint="use $argN/registers at an offset")
