@@ -9,7 +9,7 @@
 # (seconds per VM boot, default 900: at most two boots per kernel fit CI's 90 minutes),
 # KPROBES_CI_PYTEST_ARGS (extra pytest arguments in the VMs, e.g. "-k smoke"),
 # KPROBES_VM_TCG_THREAD (single, the default, or multi:
-# see kprobes/kernel/vm.py for why multi-threaded TCG hangs guests),
+# see kprobes/vm/qemu.py for why multi-threaded TCG hangs guests),
 # CI=true (skips for missing kernel features in the VM become failures).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _in_vm(args: argparse.Namespace) -> int:
-    from ..kernel.vm import fetch_kernel, run_in_vm
+    from ..vm import fetch_kernel, run_in_vm
     kernel = fetch_kernel(args.kernel)
     print(f"This kernel ({os.uname().release}) has no kprobes (CONFIG_KPROBE_EVENTS is off): "
           f"running the demo in a QEMU VM booting Debian's {kernel.version} "

@@ -10,7 +10,7 @@ pytest run of the smoke tests takes 33-35 s in all.  Everything inside runs
 emulated, so a guest is several times slower than the host (and much slower
 when the host is busy).  Emulation is single-threaded (both guest CPUs on
 one host thread): one thread per guest CPU hangs guests that patch hot kernel
-code, see :mod:`kprobes.kernel.vm`.  ``KPROBES_VM_KVM=1`` uses KVM where
+code, see :mod:`kprobes.vm.qemu`.  ``KPROBES_VM_KVM=1`` uses KVM where
 nested KVM works.
 
 Examples::
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch the kernel, boot it, run the command; return its exit status."""
-    from ..kernel.vm import fetch_kernel, run_in_vm  # only when a VM is asked for
+    from ..vm import fetch_kernel, run_in_vm  # only when a VM is asked for
     kernel = fetch_kernel(args.kernel, refresh=args.refresh)
     if args.fetch_only:
         print(f"{kernel.name} {kernel.version} {kernel.vmlinuz}")

@@ -102,7 +102,7 @@ def test_sessions_come_and_go_under_context_switch_load(workload):
     probed function's site. Sessions in a row each count their workload
     exactly, and the kernel keeps running. (With one host thread per guest CPU,
     QEMU's TCG hung the 6.1 guest and oopsed 6.12 under this load: the VM
-    runner uses single-threaded TCG; see kprobes/kernel/vm.py.)"""
+    runner uses single-threaded TCG; see kprobes/vm/qemu.py.)"""
     load = [subprocess.Popen([sys.executable, "-c", PINGPONG], start_new_session=True)
             for _ in range(2)]
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kprobes.errors import KprobesError
-from kprobes.kernel.vm import KernelImage, vm_command
+from kprobes.vm import KernelImage, vm_command
 
 K = KernelImage("6.1", "6.1.0-56-amd64", Path("/cache/6.1.0-56-amd64/boot/vmlinuz-6.1.0-56-amd64"))
 
