@@ -1,8 +1,22 @@
 """The ``kprobes`` command: one thin module per subcommand.
 
-Each subcommand module has ``register(sub)`` (adds its parser, sets
-``func=run``) and ``run(args) -> int``. Errors are ``KprobesError``: printed as
-``error: ...`` plus a hint, exit status 1; a traceback only with ``--debug``.
+Each subcommand module ``kprobes.cli.<name>`` has ``register(sub)`` (adds its
+parser, sets ``func=run``) and ``run(args) -> int``. Errors are
+``KprobesError``: printed as ``error: ...`` plus a hint, exit status 1; a
+traceback only with ``--debug``.
+
+Only the subcommand named on the command line is imported and registered
+(its imports and argparse tree are most of a short command's start-up);
+``kprobes``, ``kprobes --help`` and an unknown name list every subcommand
+from the :data:`SUBCOMMANDS` table without importing any of them.
+
+Adding a subcommand is one line in :data:`SUBCOMMANDS` (name -> one-line
+help, listed in this order) plus the module ``kprobes/cli/<name>.py``::
+
+    SUBCOMMANDS = {
+        ...
+        "count": "count events per key (in the kernel where it can)",
+    }
 """
 
 from __future__ import annotations
@@ -13,30 +27,51 @@ import sys
 
 from ..errors import KernelRefused, KprobesError, SpecError
 
-__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+__all__ = ["main", "build_parser", "format_error", "SUBCOMMANDS"]
 
-SUBCOMMANDS = ("trace", "list", "info", "clean", "demo", "vm")
+#: Subcommand name -> the one-line help ``kprobes --help`` shows; the module
+#: is ``kprobes.cli.<name>``.
+SUBCOMMANDS: dict[str, str] = {
+    "trace": "trace probes and print each event",
+    "list": "list probeable functions, tracepoints, or a binary's symbols",
+    "info": "kernel support, or a function prototype / struct from BTF",
+    "clean": "remove probes and instances left by dead kprobes sessions",
+    "demo": "run the kprobe, jprobe and kretprobe demonstrations",
+    "vm": "run a command on a Debian kernel under QEMU (kprobes tests)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word not an option), if known."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: the full tree of the subcommand it names, else
+    a one-line placeholder per subcommand (enough for ``--help`` and for the
+    "invalid choice" error).  ``argv=None`` builds every subcommand's tree."""
     parser = argparse.ArgumentParser(
         prog="kprobes",
         description="Dynamic tracing of the running Linux kernel and its programs: kprobes, "
                     "kretprobes, uprobes and tracepoints, with Python handlers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(f"kprobes.cli.{name}")
-        except ImportError as e:  # a subcommand still missing must not break the others
-            if e.name != f"kprobes.cli.{name}":
-                raise
-            continue
-        mod.register(sub)
+    chosen = _chosen(argv) if argv is not None else None
+    for name, help_text in SUBCOMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(f"kprobes.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def format_error(e: KprobesError) -> str:
+    """``error: ...`` (with the caret lines of a spec or kernel error) and ``hint: ...``."""
     lines = [f"error: {e}"]
     if isinstance(e, SpecError) and e.caret():
         lines += ["  " + ln for ln in e.caret().splitlines()]
@@ -48,7 +83,10 @@ def format_error(e: KprobesError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run the ``kprobes`` command line (``sys.argv[1:]`` by default); return the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
