@@ -14,6 +14,7 @@ malformed-input tests.
 
 from __future__ import annotations
 
+import builtins
 import struct
 
 from kprobes.btf.types import INT_BOOL, INT_CHAR, INT_SIGNED, KINDS
@@ -60,19 +61,19 @@ class Builder:
         return self.next_id - 1
 
     # kinds, in BTF_KIND order
-    def int(self, name: str, size: int, *, signed: bool = False, char: bool = False,
-            bool_: bool = False, bits: int | None = None, offset: int = 0) -> int:
+    def int(self, name: str, size: builtins.int, *, signed: bool = False, char: bool = False,
+            bool_: bool = False, bits: builtins.int | None = None, offset: builtins.int = 0) -> builtins.int:
         enc = (INT_SIGNED if signed else 0) | (INT_CHAR if char else 0) | (INT_BOOL if bool_ else 0)
         nbits = size * 8 if bits is None else bits
         return self._add("int", name, 0, size, [(enc << 24) | (offset << 16) | nbits])
 
-    def ptr(self, target: int) -> int:
+    def ptr(self, target: builtins.int) -> builtins.int:
         return self._add("ptr", "", 0, target)
 
-    def array(self, elem: int, index: int, nelems: int) -> int:
+    def array(self, elem: builtins.int, index: builtins.int, nelems: builtins.int) -> builtins.int:
         return self._add("array", "", 0, 0, [elem, index, nelems])
 
-    def _composite(self, kind: str, name: str, size: int, members) -> int:
+    def _composite(self, kind: str, name: str, size: builtins.int, members) -> builtins.int:
         extra: list[int] = []
         kf = any(len(m) > 3 and m[3] for m in members)
         for m in members:
@@ -82,38 +83,38 @@ class Builder:
                       (bf << 24 | bit_off) if kf else bit_off]
         return self._add(kind, name, len(members), size, extra, kind_flag=kf)
 
-    def struct(self, name: str, size: int, members) -> int:
+    def struct(self, name: str, size: builtins.int, members) -> builtins.int:
         """``members``: (name, type_id, bit_offset[, bitfield_size]) tuples."""
         return self._composite("struct", name, size, members)
 
-    def union(self, name: str, size: int, members) -> int:
+    def union(self, name: str, size: builtins.int, members) -> builtins.int:
         return self._composite("union", name, size, members)
 
-    def enum(self, name: str, size: int, values, *, signed: bool = False) -> int:
+    def enum(self, name: str, size: builtins.int, values, *, signed: bool = False) -> builtins.int:
         extra: list[int] = []
         for vname, v in values:
             extra += [self.string(vname), v & 0xFFFFFFFF]
         return self._add("enum", name, len(values), size, extra, kind_flag=signed)
 
-    def fwd(self, name: str, *, union: bool = False) -> int:
+    def fwd(self, name: str, *, union: bool = False) -> builtins.int:
         return self._add("fwd", name, 0, 0, kind_flag=union)
 
-    def typedef(self, name: str, target: int) -> int:
+    def typedef(self, name: str, target: builtins.int) -> builtins.int:
         return self._add("typedef", name, 0, target)
 
-    def volatile(self, target: int) -> int:
+    def volatile(self, target: builtins.int) -> builtins.int:
         return self._add("volatile", "", 0, target)
 
-    def const(self, target: int) -> int:
+    def const(self, target: builtins.int) -> builtins.int:
         return self._add("const", "", 0, target)
 
-    def restrict(self, target: int) -> int:
+    def restrict(self, target: builtins.int) -> builtins.int:
         return self._add("restrict", "", 0, target)
 
-    def func(self, name: str, proto: int, linkage: int = 0) -> int:
+    def func(self, name: str, proto: builtins.int, linkage: builtins.int = 0) -> builtins.int:
         return self._add("func", name, linkage, proto)
 
-    def func_proto(self, ret: int, params, *, variadic: bool = False) -> int:
+    def func_proto(self, ret: builtins.int, params, *, variadic: bool = False) -> builtins.int:
         """``params``: (name, type_id) tuples."""
         extra: list[int] = []
         for pname, ptype in params:
@@ -124,34 +125,34 @@ class Builder:
             n += 1
         return self._add("func_proto", "", n, ret, extra)
 
-    def var(self, name: str, target: int, linkage: int = 1) -> int:
+    def var(self, name: str, target: builtins.int, linkage: builtins.int = 1) -> builtins.int:
         return self._add("var", name, 0, target, [linkage])
 
-    def datasec(self, name: str, size: int, vars_) -> int:
+    def datasec(self, name: str, size: builtins.int, vars_) -> builtins.int:
         """``vars_``: (var_type_id, offset, size) tuples."""
         extra: list[int] = []
         for v in vars_:
             extra += list(v)
         return self._add("datasec", name, len(vars_), size, extra)
 
-    def float(self, name: str, size: int) -> int:
+    def float(self, name: str, size: builtins.int) -> builtins.int:
         return self._add("float", name, 0, size)
 
-    def decl_tag(self, name: str, target: int, component_idx: int = -1) -> int:
+    def decl_tag(self, name: str, target: builtins.int, component_idx: builtins.int = -1) -> builtins.int:
         return self._add("decl_tag", name, 0, target, [component_idx & 0xFFFFFFFF])
 
-    def type_tag(self, name: str, target: int) -> int:
+    def type_tag(self, name: str, target: builtins.int) -> builtins.int:
         return self._add("type_tag", name, 0, target)
 
-    def enum64(self, name: str, size: int, values, *, signed: bool = False) -> int:
+    def enum64(self, name: str, size: builtins.int, values, *, signed: bool = False) -> builtins.int:
         extra: list[int] = []
         for vname, v in values:
             v &= (1 << 64) - 1
             extra += [self.string(vname), v & 0xFFFFFFFF, v >> 32]
         return self._add("enum64", name, len(values), size, extra, kind_flag=signed)
 
-    def build(self, *, magic: int = 0xEB9F, version: int = 1, flags: int = 0,
-              hdr_len: int = 24, big_endian: bool = False) -> bytes:
+    def build(self, *, magic: builtins.int = 0xEB9F, version: builtins.int = 1, flags: builtins.int = 0,
+              hdr_len: builtins.int = 24, big_endian: bool = False) -> bytes:
         """The BTF bytes: header, type section, string section."""
         o = ">" if big_endian else "<"
         types = b"".join(struct.pack(f"{o}{len(r)}I", *r) for r in self._records)

@@ -23,6 +23,7 @@ import os
 import struct
 import sys
 from bisect import bisect_left
+from typing import TYPE_CHECKING
 
 from kprobes.btf import index as _index
 from kprobes.btf.types import (
@@ -37,6 +38,9 @@ from kprobes.btf.types import (
     linkage_name,
 )
 from kprobes.errors import BTFError
+
+if TYPE_CHECKING:
+    import array
 
 __all__ = ["BTF", "VMLINUX", "MAGIC", "MAX_CHAIN"]
 
@@ -99,6 +103,10 @@ class BTF:
     >>> btf.type_name(btf.func_proto("vfs_read").params[1].type)  # doctest: +SKIP
     'char *'
     """
+
+    last_id: int
+    _str_total: int
+    _words: memoryview | array.array[int]
 
     def __init__(self, raw, *, base: BTF | None = None, path: str = "<bytes>",
                  cache: bool | str = False) -> None:

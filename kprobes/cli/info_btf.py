@@ -64,7 +64,7 @@ def describe_function(btf: BTF, name: str, *, arch: str = "x86_64") -> str:
     """Prototype plus, per parameter, where it is at entry and its fetch type."""
     sig = btf.func_proto(name)
     lines = [btf.declaration(sig.func, "") if sig.func is not None else name]
-    rows = [("arg", "where", "fetch", "type")]
+    rows: list[tuple[str, ...]] = [("arg", "where", "fetch", "type")]
     locs = param_locations(btf, sig, arch)
     for i, p in enumerate(sig.params):
         try:
@@ -137,7 +137,7 @@ def describe_type(btf: BTF, name: str, kind: str) -> str:
 
 def _describe_composite(btf: BTF, t: Type) -> str:
     title = f"{t.kind} {t.name}" if t.name else f"{t.kind} {{...}}"
-    rows = [("offset", "size", "type", "member")]
+    rows: list[tuple[str, ...]] = [("offset", "size", "type", "member")]
     _member_rows(btf, t, 0, "", rows, 0)
     head = f"{title} {{  /* size: {t.size}, members: {len(t.members or ())} */"
     return "\n".join([head, *_table(rows, right=(0, 1)), "};"])

@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     if kind in (None, "p", "r"):
         from ..kernel.kallsyms import KernelSymbols
         keep = None if args.all else tfs.filter_functions()
-        for s in KernelSymbols.load().iter_functions(pattern, filter_functions=keep):
-            out.write(f"{kind or 'p'}:{s.spec}\n")
+        for ks in KernelSymbols.load().iter_functions(pattern, filter_functions=keep):
+            out.write(f"{kind or 'p'}:{ks.spec}\n")
     return 0

@@ -73,8 +73,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def format_error(e: KprobesError) -> str:
     """``error: ...`` (with the caret lines of a spec or kernel error) and ``hint: ...``."""
     lines = [f"error: {e}"]
-    if isinstance(e, SpecError) and e.caret():
-        lines += ["  " + ln for ln in e.caret().splitlines()]
+    caret = e.caret() if isinstance(e, SpecError) else None
+    if caret:
+        lines += ["  " + ln for ln in caret.splitlines()]
     if isinstance(e, KernelRefused) and e.column is not None:
         lines += [f"  {e.command}", "  " + " " * e.column + "^"]
     if e.hint:

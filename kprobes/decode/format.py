@@ -87,6 +87,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any
 
 from kprobes.errors import DecodeError
 
@@ -516,7 +517,7 @@ def _str(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-Converter = Callable[[object, int, int, object], object]
+Converter = Callable[[Any, int, int, Any], Any]
 
 
 class RecordDecoder:
@@ -632,7 +633,7 @@ class RecordDecoder:
                     return struct.unpack_from(f"={n}{code}", buf, base + off)  # type: ignore[arg-type]
                 return flex_array
             if f.count is None:
-                return lambda buf, base, end, v: bytes(buf[base + f.offset:end])  # type: ignore[index]
+                return lambda buf, base, end, v: bytes(buf[base + f.offset:end])
             return lambda buf, base, end, v: v
         # data_loc
         return _loc_converter(f)
@@ -678,7 +679,7 @@ class RecordDecoder:
             return [dec(buf, o) for o in offsets]
         if self._converters:
             unpack, convs, end = self._unpack, self._converters, len(buf)
-            out = []
+            out: list[tuple[int, int, int, dict[str, Any]]] = []
             append = out.append
             try:
                 for o in offsets:

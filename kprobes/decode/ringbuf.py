@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
-from kprobes.decode.format import parse_field_line
+from kprobes.decode.format import Field, parse_field_line
 from kprobes.errors import DecodeError
 
 __all__ = [
@@ -139,7 +140,7 @@ class PageDecoder:
         ``page_size`` is given (an instance's ``buffer_subbuf_size_kb`` can
         differ from what the global header says).
         """
-        fields = {}
+        fields: dict[str, Field] = {}
         for line in text.splitlines():
             if line.strip().startswith("field:"):
                 f = parse_field_line(line, is_common=False)
@@ -240,4 +241,4 @@ class PageDecoder:
         return hdr, out
 
 
-_BYTEORDER = "little" if struct.pack("=H", 1) == b"\x01\x00" else "big"
+_BYTEORDER: Literal["little", "big"] = "little" if struct.pack("=H", 1) == b"\x01\x00" else "big"

@@ -21,6 +21,7 @@ One spec is one shell argument: a probe point followed by fetch arguments::
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..errors import SpecError
 from .btfargs import arg_name, is_btf_expr
@@ -116,7 +117,7 @@ def parse_spec(spec: str, *, name: str | None = None, filter: str | None = None)
         raise SpecError(f"probe spec {head!r} has no KIND:", spec=spec, column=hcol,
                         hint="start with p:, r:, u:, ur: or t: (e.g. p:do_sys_openat2)")
     rcol = hcol + len(kind) + 1
-    common = {"name": name, "args": args, "filter": filter}
+    common: dict[str, Any] = {"name": name, "args": args, "filter": filter}
     mr = re.match(r"r(\d*)\Z", kind)
     if kind == "p" or mr:
         ma = _ADDR.match(rest)

@@ -55,8 +55,8 @@ _START = itemgetter(1)
 _BY_TS = attrgetter("ts_ns")
 
 # The base class's slots, used to store what a LazyEvent decoded.
-_TID, _FLAGS, _PC, _ARGS = Event.tid, Event.trace_flags, Event.preempt_count, Event.args
-_COMM, _PID = Event._comm, Event._pid  # type: ignore[attr-defined]
+_TID, _FLAGS, _PC, _ARGS, _COMM, _PID = (
+    Event.__dict__[n] for n in ("tid", "trace_flags", "preempt_count", "args", "_comm", "_pid"))
 
 
 def _fix_ctx(flags: int, pc: int) -> tuple[int, int]:
@@ -77,6 +77,7 @@ class LazyEvent(Event):
     """
 
     __slots__ = ("_buf", "_off", "_len", "_t")
+    _tasks: TaskCache  # always given (the base class allows None)
 
     def __init__(self, probe: str, ts_ns: int, cpu: int, buf: bytes, off: int, ln: int,
                  target: Target, tasks: TaskCache) -> None:
@@ -103,39 +104,39 @@ class LazyEvent(Event):
         for k in hidden:
             del args[k]
         for k, names in _h.enums.items():      # enums from BTF, shown by name
-            v = args.get(k)
+            v: Any = args.get(k)
             args[k] = names.get(v, v)
         if has_comm:
             _COMM.__set__(self, args.pop(COMM_ARG))
         _ARGS.__set__(self, args)
         return args
 
-    @property  # type: ignore[override]
-    def tid(self) -> int:
+    @property
+    def tid(self) -> int:  # type: ignore[override]
         try:
             return _TID.__get__(self)
         except AttributeError:
             self._decode_common()
             return _TID.__get__(self)
 
-    @property  # type: ignore[override]
-    def trace_flags(self) -> int:
+    @property
+    def trace_flags(self) -> int:  # type: ignore[override]
         try:
             return _FLAGS.__get__(self)
         except AttributeError:
             self._decode_common()
             return _FLAGS.__get__(self)
 
-    @property  # type: ignore[override]
-    def preempt_count(self) -> int:
+    @property
+    def preempt_count(self) -> int:  # type: ignore[override]
         try:
             return _PC.__get__(self)
         except AttributeError:
             self._decode_common()
             return _PC.__get__(self)
 
-    @property  # type: ignore[override]
-    def args(self) -> dict[str, Any]:
+    @property
+    def args(self) -> dict[str, Any]:  # type: ignore[override]
         try:
             return _ARGS.__get__(self)
         except AttributeError:
@@ -448,10 +449,10 @@ class Reader:
             dec = RecordDecoder(fmt, types)
             for name, off, size in (("common_flags", 2, 1), ("common_preempt_count", 3, 1),
                                     ("common_pid", 4, 4)):
-                f = fmt.field(name)
-                if (f.offset, f.size) != (off, size):
-                    raise DecodeError(f"event {fmt.name}: {name} at offset {f.offset} size "
-                                      f"{f.size}, expected {off}/{size}")
+                fld = fmt.field(name)
+                if (fld.offset, fld.size) != (off, size):
+                    raise DecodeError(f"event {fmt.name}: {name} at offset {fld.offset} size "
+                                      f"{fld.size}, expected {off}/{size}")
             has_comm = any(f.name == COMM_ARG for f in fmt.fields)
             # __probe_ip, __probe_func, __probe_ret_ip: kernel bookkeeping, not user args
             hidden = tuple(f.name for f in fmt.arg_fields

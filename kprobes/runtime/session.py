@@ -216,7 +216,7 @@ class Session:
             return fn
         return deco
 
-    def add_kretprobe(self, probe: KRetProbe | str, handler: Handler | None, *,
+    def add_kretprobe(self, probe: Probe | str, handler: Handler | None, *,
                       entry: Handler | None = None,
                       entry_args: Iterable[FetchArg | str] = ()) -> ProbeHandle:
         """Add a return probe, and with ``entry`` a paired entry probe whose
@@ -251,7 +251,7 @@ class Session:
         ret.on_event = on_return
         return ret
 
-    def add_kprobe(self, probe: KProbe | str, pre: Handler | None = None,
+    def add_kprobe(self, probe: Probe | str, pre: Handler | None = None,
                    post: Handler | None = None) -> ProbeHandle:
         """A kprobe with a pre-handler and, optionally, a post-handler.
 
@@ -294,7 +294,7 @@ class Session:
             else:
                 fetch = (*args, *handler_fetches([], fields))
             p = _with(parse_spec(f"p:{where}"), fetch, filter, name)
-            if p.offset:
+            if isinstance(p, KProbe) and p.offset:
                 raise SpecError("a jprobe is at a function entry: no +OFF")
             h = self.add(p, fn)
             for f in fields:
@@ -354,16 +354,18 @@ class Session:
             self.cleanup_problems += probs
             self._preflight()
             self._create_instance()
+            inst = self._inst
+            assert inst is not None
             for h in self.handles:
                 self._create(h)
             for h in self.handles:
                 self._enable(h)
-            self._reader = Reader(self._inst, tfs, self.handles, tasks_needed=True)
+            self._reader = Reader(inst, tfs, self.handles, tasks_needed=True)
             self._undo.append(("close ring buffers", self._reader.close))
             self._reader.open()
             for fd in self._wake_fds:
                 self._reader.wake_on(fd)
-            self._inst.write("tracing_on", "1")
+            inst.write("tracing_on", "1")
         except BaseException:
             self.close()
             raise
@@ -442,6 +444,8 @@ class Session:
     def _create(self, h: ProbeHandle) -> None:
         p = h.probe
         tfs = self.tracefs
+        inst = self._inst
+        assert inst is not None
         if not p.dynamic:
             assert isinstance(p, Tracepoint)
             h.group, h.event = p.group, p.event
@@ -453,19 +457,20 @@ class Session:
             dynevents.define(tfs, p.kind, line, hint=_refusal_hint(p))
             h.created = True
             self._undo.append((f"delete {h.group}/{h.event}",
-                               lambda h=h: dynevents.delete(tfs, h.probe.kind, h.group, h.event)))
+                               lambda: dynevents.delete(tfs, h.probe.kind, h.group, h.event)))
         h.type_id = tfs.event_id(h.group, h.event)
         if p.filter:
-            self._inst.set_filter(h.group, h.event, p.filter)
+            inst.set_filter(h.group, h.event, p.filter)
             if not p.dynamic:
                 self._undo.append((f"clear filter {h.group}/{h.event}",
-                                   lambda h=h: self._inst.clear_filter(h.group, h.event)))
+                                   lambda: inst.clear_filter(h.group, h.event)))
 
     def _enable(self, h: ProbeHandle) -> None:
         inst = self._inst
+        assert inst is not None
         inst.set_event_enabled(h.group, h.event, True)
         self._undo.append((f"disable {h.group}/{h.event}",
-                           lambda h=h: inst.set_event_enabled(h.group, h.event, False)))
+                           lambda: inst.set_event_enabled(h.group, h.event, False)))
 
     # -- running -------------------------------------------------------------
     #: seconds spent in handlers (per-event and batch) so far; compare with
