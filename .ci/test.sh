@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Run every test: tests/unit + tests/host on this machine, then tests/kernel
-# inside one QEMU VM per kernel of the matrix (Debian 6.1 and 6.12).
-# Ends with one line "N passed, N failed, N skipped" over all runs; exits
-# non-zero if anything failed or a VM did not come back.
+# Run every test: the quality gates (ruff, mypy), tests/unit + tests/host on
+# this machine, then tests/kernel inside one QEMU VM per kernel of the matrix
+# (Debian 6.1 and 6.12).
+# Ends with one line "N passed, N failed, N skipped" over all runs (each gate
+# counts as one test: any finding fails it); exits non-zero if anything failed
+# or a VM did not come back.
 #
 # Environment: KPROBES_CI_KERNELS (default "6.1 6.12"), KPROBES_CI_RESULTS
 # (folder for the junit files; default a fresh /tmp folder), KPROBES_VM_TIMEOUT
@@ -40,6 +42,32 @@ check_rc() {
         *) problems+=("$what: pytest exited with $rc") ;;
     esac
 }
+
+# A gate is one command that must exit 0; it becomes a one-test junit file
+# (junit-gate-NAME.xml) whose failure text is the command's output.
+gate() {
+    local name=$1 out rc
+    shift
+    echo "=== gate $name: $*"
+    out=$("$@" 2>&1)
+    rc=$?
+    [ -n "$out" ] && printf '%s\n' "$out"
+    "$py" - "$results/junit-gate-$name.xml" "$name" "$rc" "$out" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+path, name, rc, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+suite = ET.Element("testsuite", name=f"gate-{name}", tests="1",
+                   failures="1" if rc else "0", errors="0", skipped="0")
+case = ET.SubElement(suite, "testcase", classname="gate", name=name)
+if rc:
+    ET.SubElement(case, "failure", message=f"{name} exited with {rc}").text = out
+ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+PY
+}
+
+gate ruff "$py" -m ruff check kprobes tests bench
+gate mypy "$py" -m mypy
 
 host_dirs=()
 for d in tests/unit tests/host; do
