@@ -34,9 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from ..errors import KprobesError, NotSupported
 from .kernels import KernelImage
 
-__all__ = ["vm_command", "run_in_vm"]
+__all__ = ["vm_command", "run_in_vm", "GUEST_CACHE_DIR"]
 
 _MAX_EXEC_B64 = 1200
+GUEST_CACHE_DIR = "/tmp/kprobes-cache"
 
 def _tool_path() -> str:
     """The host's PATH with this interpreter's ``bin`` folder first."""
@@ -74,11 +75,16 @@ def vm_command(kernel: KernelImage, argv: Sequence[str], *, cwd: str,
 
     The guest command is ``env -- PATH=... NAME=VALUE ... ARGV`` quoted with
     ``shlex.join``; ``PATH`` is the host's (this interpreter's ``bin`` first),
-    ``PYTHONDONTWRITEBYTECODE=1`` because the shared root is read-only.
+    ``PYTHONDONTWRITEBYTECODE=1`` because the shared root is read-only, and
+    ``KPROBES_CACHE_DIR`` a folder of the guest's private ``/tmp``.
     """
     if not argv:
         raise KprobesError("no command to run in the VM", hint="kprobes vm -- CMD ARGS...")
-    guest_env = {"PATH": _tool_path(), "PYTHONDONTWRITEBYTECODE": "1"}
+    # the shared root (and so /var/cache) is read-only: caches (the BTF name
+    # index, ~2.6 s to build per process under TCG) go to the guest's private
+    # /tmp, shared by every process of one boot
+    guest_env = {"PATH": _tool_path(), "PYTHONDONTWRITEBYTECODE": "1",
+                 "KPROBES_CACHE_DIR": GUEST_CACHE_DIR}
     if os.environ.get("VIRTUAL_ENV"):
         guest_env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
     guest_env.update(env or {})

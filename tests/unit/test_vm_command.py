@@ -47,6 +47,8 @@ def test_guest_command_carries_env_and_argv(monkeypatch):
     inner = shlex.split(_opt(cmd, "--exec"))
     assert inner[:2] == ["env", "--"]
     assert "KPROBES_IN_VM=6.1" in inner and "PYTHONDONTWRITEBYTECODE=1" in inner
+    # the guest's /var/cache is read-only: the BTF index is cached in its /tmp
+    assert "KPROBES_CACHE_DIR=/tmp/kprobes-cache" in inner
     assert inner[-3:] == ["python", "-c", "print('a b')"]
 
 
