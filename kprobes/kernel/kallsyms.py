@@ -67,7 +67,7 @@ class Sym:
     @property
     def is_pseudo(self) -> bool:
         """True for BPF programs and ftrace/kprobe trampolines (``[bpf]``, ``[__builtin__*]``)."""
-        return bool(self.module) and self.module.startswith(PSEUDO_MODULES)
+        return self.module is not None and self.module.startswith(PSEUDO_MODULES)
 
 
 def read_kallsyms(path: str = "/proc/kallsyms") -> bytes:
@@ -117,6 +117,7 @@ class SymbolTable:
         spec = spec.strip()
         if spec.lower().startswith("0x"):
             return self.function_at(parse_int(spec, spec))[0]
+        module: str | None
         module, _, name = spec.rpartition(":")
         module = module or None
         syms = self.lookup(name, module)

@@ -34,7 +34,7 @@ WITH_EXAMPLES = [n for n in _modules() if _examples(n)]
 def test_modules_have_runnable_examples() -> None:
     # the collection itself must see the modules: a packaging mistake would
     # otherwise leave nothing to run and pass
-    assert {"kprobes.probes.spec", "kprobes.kernel.symbols"} <= set(WITH_EXAMPLES)
+    assert {"kprobes.probes.spec", "kprobes.kernel.kallsyms"} <= set(WITH_EXAMPLES)
 
 
 @pytest.mark.parametrize("name", WITH_EXAMPLES)
