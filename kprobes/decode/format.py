@@ -25,8 +25,14 @@ the ring buffer::
 
 What the file says, and what we trust
 -------------------------------------
-* ``offset``, ``size`` and ``signed`` are authoritative; the C type is not
-  (``sys_enter_openat`` declares ``int dfd`` with ``size:8``). Field kinds:
+* ``offset``, ``size`` and ``signed`` place the bytes. One exception: a
+  scalar whose declared C type is a known integer type narrower than its
+  ``size`` is read as that C type, i.e. its low bytes with the C type's
+  signedness. Syscall tracepoints store every argument as an ``unsigned
+  long`` but declare it by its C type (``field:int dfd; offset:16; size:8;
+  signed:0;``): the kernel's zero-extended 32-bit ``-100`` then reads as
+  ``-100`` (``AT_FDCWD``), not ``4294967196``; ``umode_t mode`` as its 16
+  bits. Field kinds:
 
   ``int``         a scalar (any size; 1/2/4/8 come straight out of ``struct``)
   ``data_loc``    ``__data_loc T[] name`` (and ``__rel_loc``): a u32 whose low
@@ -106,6 +112,9 @@ __all__ = [
     "in_softirq",
     "in_nmi",
     "need_resched",
+    "context",
+    "CONTEXTS",
+    "declared_int",
 ]
 
 
@@ -155,6 +164,29 @@ def need_resched(flags: int) -> bool:
     """A reschedule (of any kind: TIF, preempt or lazy) was pending."""
     return bool(flags & (TraceFlag.NEED_RESCHED | TraceFlag.PREEMPT_RESCHED
                          | TraceFlag.NEED_RESCHED_LAZY))
+
+
+def _context(flags: int) -> str:
+    if flags & TraceFlag.NMI:
+        return "nmi"
+    if flags & TraceFlag.HARDIRQ:
+        return "irq"
+    if flags & TraceFlag.SOFTIRQ:
+        return "softirq"
+    return "task"
+
+
+#: ``common_flags`` (0..255) -> :func:`context`, precomputed
+CONTEXTS: tuple[str, ...] = tuple(_context(i) for i in range(256))
+
+
+def context(flags: int) -> str:
+    """Where the event was recorded: ``'nmi'``, ``'irq'``, ``'softirq'`` or ``'task'``.
+
+    >>> context(0x08), context(0x10), context(0x48), context(0x01)
+    ('irq', 'softirq', 'nmi', 'task')
+    """
+    return CONTEXTS[flags & 0xFF]
 
 
 def _flags_chars(flags: int) -> str:
@@ -349,6 +381,32 @@ def _type_size(ctype: str) -> int | None:
     return None
 
 
+_SIGNED_TYPES = {"short", "signed short", "short int", "signed short int", "int", "signed int",
+                 "signed", "signed char", "pid_t", "long", "signed long", "long int",
+                 "long long", "long long int", "loff_t", "ssize_t"}
+
+
+def declared_int(ctype: str) -> tuple[int, bool] | None:
+    """(size, signed) of a C integer type, None for others (and for plain
+    ``char``, whose signedness depends on the architecture).
+
+    >>> declared_int("int"), declared_int("umode_t"), declared_int("const u16")
+    ((4, True), (2, False), (2, False))
+    >>> declared_int("const char *") is None, declared_int("char") is None
+    (True, True)
+    """
+    t = " ".join(w for w in ctype.split() if w not in ("const", "volatile"))
+    if t == "char" or t.endswith("*"):
+        return None
+    m = _FIXED_INT_RE.match(t)
+    if m:
+        return int(m.group(1)) // 8, not t.lstrip("_").startswith(("u", "x"))
+    size = _TYPE_SIZES.get(t)
+    if size is None:
+        return None
+    return size, t in _SIGNED_TYPES
+
+
 def _base_type(ctype: str) -> str:
     return " ".join(w for w in ctype.split() if w not in ("const", "volatile"))
 
@@ -536,7 +594,7 @@ class RecordDecoder:
 
     __slots__ = ("fmt", "types", "names", "hex_fields", "symbol_fields", "_struct",
                  "_unpack", "_fast_common", "_all_names", "_common_names", "_converters",
-                 "_min_len")
+                 "_min_len", "plain")
 
     def __init__(self, fmt: EventFormat, types: Mapping[str, str] | None = None) -> None:
         self.fmt = fmt
@@ -589,12 +647,19 @@ class RecordDecoder:
         if self._fast_common and any(fmt._by_name[n].is_common for n in names[3:]):
             self._fast_common = False  # extra common_* fields (old kernels): general path
         self._converters = tuple(converters)
+        #: every field decodes to its raw ``struct`` value and the common fields
+        #: come first: :meth:`rows` is one C-level unpack per record
+        self.plain: bool = self._fast_common and not self._converters
 
     # -- compile helpers
 
     @staticmethod
     def _code(f: Field) -> str:
         if f.kind == "int" and (f.size, f.signed) in _INT_CODES:
+            narrow = declared_int(f.decl)
+            if narrow is not None and narrow[0] < f.size:
+                code, pad = _INT_CODES[narrow], f"{f.size - narrow[0]}x"
+                return code + pad if _LE else pad + code     # the low bytes
             return _INT_CODES[f.size, f.signed]
         if f.kind == "data_loc" and f.count is None:
             return "I"
@@ -668,6 +733,23 @@ class RecordDecoder:
             for name, conv in self._converters:
                 args[name] = conv(buf, offset, end, args[name])
         return flags, pc, pid, args
+
+    def rows(self, buf: bytes | bytearray | memoryview, offsets: Iterable[int],
+             ) -> list[tuple[object, ...]]:
+        """The records at ``offsets`` as value tuples, no dicts: each is
+        ``(common_flags, common_preempt_count, common_pid, *values)`` with the
+        values in :attr:`names` order (the column-wise fast path; the same
+        values :meth:`decode` gives). For a :attr:`plain` format this is one
+        ``struct`` unpack per record.
+        """
+        if self.plain:
+            try:
+                return list(map(self._unpack, repeat(buf), offsets))
+            except struct.error:
+                raise DecodeError(f"{self.fmt.name}: a record is shorter than "
+                                  f"{self._min_len} bytes") from None
+        return [(f, pc, pid, *args.values())
+                for f, pc, pid, args in self.decode_many(buf, offsets)]
 
     def decode_many(self, buf: bytes | bytearray | memoryview, offsets: Iterable[int],
                     ) -> list[tuple[int, int, int, dict[str, object]]]:
