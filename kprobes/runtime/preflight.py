@@ -30,25 +30,31 @@ class Preflight:
         self._ksyms: Any = None
         self._blacklist: Any = None
 
-    def resolve(self, h: ProbeHandle) -> Resolved:
+    def resolve(self, h: ProbeHandle, parent: Resolved | None = None) -> Resolved:
         """Everything about ``h`` that can be refused or resolved before
-        anything is created; ``h`` itself is left as it is."""
+        anything is created; ``h`` itself is left as it is. A post-handler
+        probe (``h.post_of``) takes its args as resolved for that kprobe
+        (``parent``): argument names only compile at the function entry."""
         p = h.probe
         module = None
         enums: dict[str, dict[int, str]] = {}
         if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
-            p, module = self.kernel_probe(h)
+            p, module = self.kernel_probe(h, parent.probe if parent else None)
             p, enums = self.btf_args(p, module)
+            if parent is not None:
+                enums = {**parent.enums, **enums}
         location = resolve_location(p) if p.dynamic else None
         return Resolved(p, module, enums, location)
 
-    def kernel_probe(self, h: ProbeHandle) -> tuple[Probe, str | None]:
+    def kernel_probe(self, h: ProbeHandle, parent: Probe | None = None
+                     ) -> tuple[Probe, str | None]:
         """Refuse, with reasons and hints, what the kernel would refuse (or
         what would mislead): unknown/ambiguous/data symbols, the blacklist,
         offsets off an instruction boundary; and place post-handler probes.
 
         Returns the probe (a post-handler probe: at the next instruction) and
-        the module of the probed function."""
+        the module of the probed function. ``parent``: the resolved probe of
+        the kprobe whose post-handler ``h`` is (its args are fetched again)."""
         from ..kernel.symbols import KernelSymbols, load_blacklist, probeable
         p = h.probe
         assert isinstance(p, (KProbe, KRetProbe))
@@ -75,8 +81,9 @@ class Preflight:
             insn.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
             return p, sym.module
         nxt = self._post_location(sym, off, code)
+        args = (parent or h.post_of.probe).args
         return KProbe(sym.name, nxt - sym.addr, module=sym.module,
-                      args=h.post_of.probe.args, filter=p.filter, name=p.name), sym.module
+                      args=args, filter=p.filter, name=p.name), sym.module
 
     def _post_location(self, sym: Any, off: int, code: bytes) -> int:
         from ..kernel import insn

@@ -31,7 +31,7 @@ from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProb
 from ..probes.spec import parse_spec
 from . import owner
 from .event import Event
-from .handle import Handler, ProbeHandle, ProbeStats
+from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .preflight import Preflight
 from .reader import COMM_ARG, Batch, Cycle, Reader, handle_of
 from .signals import (
@@ -370,10 +370,14 @@ class Session:
                                   hint="list them with: kprobes list 't:*PATTERN*'")
         # Everything that can be refused without the kernel is refused before
         # anything is created: symbols, offsets, argument names, binaries.
+        # Handles are changed only once every one passed.
         checks = Preflight(tfs)
-        resolved = [checks.resolve(h) for h in self.handles]
-        for h, r in zip(self.handles, resolved, strict=True):
-            h.apply(r)
+        resolved: dict[int, Resolved] = {}
+        for h in self.handles:        # a kprobe comes before its post-handler probe
+            parent = resolved[id(h.post_of)] if h.post_of is not None else None
+            resolved[id(h)] = checks.resolve(h, parent)
+        for h in self.handles:
+            h.apply(resolved[id(h)])
 
     def _create_instance(self) -> None:
         inst = self.tracefs.instance(self.name)
