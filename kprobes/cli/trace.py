@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ..decode.format import CONTEXTS
+from ..decode.flags import CONTEXTS
 from ..errors import KprobesError
 from ..output.render import json_line, summary_json, summary_text, text_line
 from ..probes.spec import SPEC_HELP, parse_spec

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..decode.format import CONTEXTS, in_irq, in_nmi, in_softirq, irqs_off
+from ..decode.flags import CONTEXTS, in_irq, in_nmi, in_softirq, irqs_off
 
 __all__ = ["Event", "TaskCache"]
 
