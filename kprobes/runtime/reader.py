@@ -71,17 +71,17 @@ class LazyEvent(Event):
     event keeps its 4 KB page alive while it is referenced.
     """
 
-    __slots__ = ("_buf", "_off", "_len", "_stream")
+    __slots__ = ("_buf", "_off", "_len", "_t")
 
     def __init__(self, probe: str, ts_ns: int, cpu: int, buf: bytes, off: int, ln: int,
-                 stream: Stream, tasks: TaskCache) -> None:
+                 target: Stream, tasks: TaskCache) -> None:
         self.probe = probe
         self.ts_ns = ts_ns
         self.cpu = cpu
         self._buf = buf
         self._off = off
         self._len = ln
-        self._stream = stream
+        self._t = target
         self._tasks = tasks
         self.data = None
 
@@ -93,11 +93,11 @@ class LazyEvent(Event):
         _PC.__set__(self, pc)
 
     def _decode_args(self) -> dict[str, Any]:
-        h, dec, has_comm, hidden = self._stream
+        _h, dec, has_comm, hidden = self._t
         flags, pc, tid, args = dec.decode(self._buf, self._off, self._len)
         for k in hidden:
             del args[k]
-        for k, names in h.enums.items():       # enums from BTF, shown by name
+        for k, names in _h.enums.items():      # enums from BTF, shown by name
             v = args.get(k)
             args[k] = names.get(v, v)
         if has_comm:
@@ -154,7 +154,7 @@ class LazyEvent(Event):
         except AttributeError:
             c = None
         if c is None:
-            if self._stream.has_comm:   # fetched in the kernel ($comm): it is in the record
+            if self._t.has_comm:   # fetched in the kernel ($comm): it is in the record
                 self._decode_args()
                 c = _COMM.__get__(self)
             else:
@@ -165,7 +165,7 @@ class LazyEvent(Event):
 
 def handle_of(ev: LazyEvent) -> ProbeHandle:
     """The handle whose probe produced ``ev``."""
-    return ev._stream.handle
+    return ev._t.handle
 
 
 class Batch:
@@ -191,13 +191,13 @@ class Batch:
     :meth:`events` gives the same rows as :class:`LazyEvent` objects.
     """
 
-    __slots__ = ("probe", "_segs", "_n", "_stream", "_tasks", "_order", "_cols")
+    __slots__ = ("probe", "_segs", "_n", "_t", "_tasks", "_order", "_cols")
 
-    def __init__(self, probe: str, stream: Stream, tasks: TaskCache) -> None:
+    def __init__(self, probe: str, target: Stream, tasks: TaskCache) -> None:
         self.probe = probe
         self._segs: list[tuple[int, bytes, list[tuple[int, int, int]]]] = []
         self._n = 0
-        self._stream = stream
+        self._t = target
         self._tasks = tasks
         self._order: list[int] | None = None
         self._cols: dict[str, Any] = {}
@@ -288,7 +288,7 @@ class Batch:
     def comm(self) -> list[str]:
         c = self._cols.get("comm")
         if c is None:
-            if self._stream.has_comm:
+            if self._t.has_comm:
                 self._decode()
                 c = self._cols["comm"]
             else:
@@ -298,7 +298,7 @@ class Batch:
         return c
 
     def _decode(self) -> None:
-        h, dec, has_comm, hidden = self._stream
+        _h, dec, has_comm, hidden = self._t
         names = dec.names
         rows: list[Any] = []
         for _cpu, page, recs in self._segs:
@@ -308,7 +308,7 @@ class Batch:
         args = dict(zip(names, cols, strict=True))
         for k in hidden:
             del args[k]
-        for k, m in h.enums.items():
+        for k, m in _h.enums.items():
             if k in args:
                 args[k] = [m.get(v, v) for v in args[k]]
         if has_comm:
@@ -323,7 +323,7 @@ class Batch:
 
     def events(self) -> list[LazyEvent]:
         """The rows as events (decoded lazily, like per-event handlers get them)."""
-        t, tasks, name = self._stream, self._tasks, self.probe
+        t, tasks, name = self._t, self._tasks, self.probe
         out = [LazyEvent(name, ts, cpu, page, start, ln, t, tasks)
                for cpu, page, recs in self._segs for ts, start, ln in recs]
         if len({s[0] for s in self._segs}) > 1:
@@ -350,7 +350,7 @@ class Cycle:
         return self.n
 
     def _split(self) -> Iterator[tuple[Stream, int, bytes, list[tuple[int, int, int]]]]:
-        """(stream, cpu, page, records of that stream) for every page."""
+        """(target, cpu, page, records of that target) for every page."""
         r = self.reader
         single = r.single
         if single is not None:
@@ -370,8 +370,8 @@ class Cycle:
                 for t, rec in zip(types, recs, strict=True):
                     groups.setdefault(t, []).append(rec)
             for t, grecs in groups.items():
-                for stream in by_type.get(t, ()):
-                    yield stream, cpu, page, grecs
+                for target in by_type.get(t, ()):
+                    yield target, cpu, page, grecs
 
     def events(self, only: set[int] | None = None) -> list[LazyEvent]:
         """Every record as a :class:`LazyEvent`, in timestamp order.
@@ -381,11 +381,11 @@ class Cycle:
         tasks = self.reader.tasks
         out: list[LazyEvent] = []
         cpus = set()
-        for stream, cpu, page, recs in self._split():
-            if only is not None and id(stream.handle) not in only:
+        for target, cpu, page, recs in self._split():
+            if only is not None and id(target.handle) not in only:
                 continue
-            name = stream.handle.name
-            out += [LazyEvent(name, ts, cpu, page, start, ln, stream, tasks)
+            name = target.handle.name
+            out += [LazyEvent(name, ts, cpu, page, start, ln, target, tasks)
                     for ts, start, ln in recs]
             cpus.add(cpu)
         if len(cpus) > 1 or self.reader.single is None:
@@ -396,13 +396,13 @@ class Cycle:
         """One :class:`Batch` per handle that has events in this cycle."""
         tasks = self.reader.tasks
         out: dict[int, tuple[ProbeHandle, Batch]] = {}
-        for stream, cpu, page, recs in self._split():
-            h = stream.handle
+        for target, cpu, page, recs in self._split():
+            h = target.handle
             if only is not None and id(h) not in only:
                 continue
             hb = out.get(id(h))
             if hb is None:
-                hb = out[id(h)] = (h, Batch(h.name, stream, tasks))
+                hb = out[id(h)] = (h, Batch(h.name, target, tasks))
             hb[1]._add(cpu, page, recs)
         return list(out.values())
 
