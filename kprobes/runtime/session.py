@@ -645,6 +645,24 @@ class Session:
         h.batch = handler
         return h
 
+    def set_batch(self, h: ProbeHandle, handler: Callable[[Batch], None]) -> None:
+        """Give an added probe a batch handler (it then gets :class:`Batch`
+        columns instead of events), before the session starts."""
+        self._own(h).batch = handler
+
+    def set_handler(self, h: ProbeHandle, handler: Handler) -> None:
+        """Give an added probe a per-event handler (parameters after the event
+        bound from its args by name), before the session starts."""
+        self._own(h).bind = _binding(handler, h.probe)
+        h.handler = handler
+
+    def _own(self, h: ProbeHandle) -> ProbeHandle:
+        if self._started:
+            raise KprobesError("handlers must be set before the session starts")
+        if not any(x is h for x in self.handles):
+            raise KprobesError(f"probe {h.name} was not added to this session")
+        return h
+
     def batch(self, spec: str, *, filter: str | None = None,
               name: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add_batch` taking a CLI spec string."""

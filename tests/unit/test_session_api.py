@@ -89,3 +89,16 @@ def test_kretprobe_entry_data_per_thread_innermost_first() -> None:
         got.append(ev.data)
     assert got == [30, 20, 10, None]
 
+
+
+def test_handlers_are_set_through_the_session() -> None:
+    s = Session()
+    h = s.add("t:syscalls:sys_enter_openat")
+
+    def on(ev: Event, dfd: int) -> None: ...
+    s.set_handler(h, on)
+    assert h.handler is on and h.bind == ("dfd",)
+    s.set_batch(h, len)
+    assert h.batch is len
+    with pytest.raises(kprobes.KprobesError, match="not added to this session"):
+        Session().set_batch(h, len)
