@@ -31,8 +31,12 @@ def main() -> int:
                          entry_args=("filename=+0($arg2):ustring",))
             def on_return(ev):
                 if ev.retval < 0:
-                    path, t0 = ev.data or ("?", ev.ts_ns)
                     name = errno.errorcode.get(-ev.retval, "?")
+                    if ev.data is None:         # no entry seen for this call
+                        out.write(f"process '{ev.comm}' open(?) returns {ev.retval} "
+                                  f"({name}); its entry was missed\n")
+                        return
+                    path, t0 = ev.data
                     out.write(f"process '{ev.comm}' open('{path}') returns {ev.retval} "
                               f"({name}) after {ev.ts_ns - t0} ns\n")
             stats = s.run(duration=args.duration)

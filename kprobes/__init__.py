@@ -9,6 +9,7 @@
 ...     s.run(duration=5)
 """
 
+from .decode.format import FAULT
 from .errors import (
     BTFError,
     DecodeError,
@@ -20,13 +21,16 @@ from .errors import (
     SpecError,
     SymbolError,
 )
+from .probes.btfargs import Pointer
 from .probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from .probes.spec import parse_spec
 from .runtime.event import Event
+from .runtime.handle import ProbeHandle
+from .runtime.reader import Batch
 from .runtime.session import ProbeStats, Session, Stats
 
 __all__ = [
-    "Session", "Stats", "ProbeStats", "Event",
+    "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
     "KprobesError", "SpecError", "KernelRefused", "NotSupported", "PermissionDenied",
     "DecodeError", "SymbolError", "BTFError", "HandlerError",

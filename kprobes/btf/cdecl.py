@@ -21,8 +21,7 @@ from kprobes.errors import BTFError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:  # pragma: no cover
-    from kprobes.btf.reader import BTF
-    from kprobes.btf.types import Type
+    from kprobes.btf.types import BTF, Type
 
 
 __all__ = ["declaration", "tag_spelling", "MAX_DEPTH"]

@@ -14,7 +14,18 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (import cost)
 if TYPE_CHECKING:  # pragma: no cover
-    from kprobes.btf.reader import BTF
+    from typing import Protocol
+
+    class BTF(Protocol):
+        """What a :class:`Type` and :mod:`.cdecl` need of a type table
+        (:class:`kprobes.btf.reader.BTF` is one; named here, not imported,
+        so that the reader, which builds types, is not imported back)."""
+
+        path: str
+
+        def type(self, tid: int) -> Type: ...
+
+        def strip_cv(self, t: Type | int) -> Type: ...
 
 __all__ = [
     "KIND_NAMES",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from ..decode.flags import CONTEXTS
 from ..errors import KprobesError
 from ..output.render import json_line, summary_json, summary_text, text_line
 from ..probes.spec import SPEC_HELP, parse_spec
@@ -110,10 +111,6 @@ class _Child:
             self.status = -9
 
 
-_CONTEXT = tuple("nmi" if f & 0x40 else "irq" if f & 0x08 else "softirq" if f & 0x10 else "task"
-                 for f in range(256))
-
-
 def _json_batch(out: IO[str]) -> Callable[[Any], None]:
     """A batch handler writing one JSON line per event, the same text as
     :func:`json_line`, built per batch from columns with one ``%`` template
@@ -144,7 +141,7 @@ def _json_batch(out: IO[str]) -> Callable[[Any], None]:
             if js is None:
                 js = comm_js[c] = enc(c)
             comms.append(js)
-        ctx = [_CONTEXT[f] for f in b.trace_flags]
+        ctx = [CONTEXTS[f] for f in b.trace_flags]
         out.write("".join(map(t.__mod__, zip(b.ts, b.cpu, b.pid, b.tid, comms,
                                              b.preempt_count, ctx, *cols, strict=True))))
     return on_batch
@@ -233,24 +230,22 @@ def run(args: argparse.Namespace) -> int:
         with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup,
                      latency=args.latency / 1000) as s:
             hexes: dict[str, set[str]] = {}
+
+            def emit_json(ev: Any) -> None:
+                out.write(json_line(ev) + "\n")
+
+            def emit_text(ev: Any) -> None:
+                out.write(text_line(ev, hexes[ev.probe]) + "\n")
+
             for p in probes:
-                h = s.add(p)
-                hexes[h.name] = {a.name for a in p.args if (a.type or "x64").startswith("x")}
-            if args.quiet:
-                for h in s.handles:
-                    h.batch = _count_batch
-            elif len(s.handles) == 1:       # one probe: whole batches, in time order
-                h = s.handles[0]
-                h.batch = _json_batch(out) if args.json else _text_batch(out, hexes[h.name])
-            else:                           # several: one time-ordered stream of events
-                if args.json:
-                    def emit(ev: Any) -> None:
-                        out.write(json_line(ev) + "\n")
-                else:
-                    def emit(ev: Any) -> None:
-                        out.write(text_line(ev, hexes[ev.probe]) + "\n")
-                for h in s.handles:
-                    h.handler = emit
+                xs = {a.name for a in p.args if (a.type or "x64").startswith("x")}
+                if args.quiet:
+                    h = s.add_batch(p, _count_batch)
+                elif len(probes) == 1:      # one probe: whole batches, in time order
+                    h = s.add_batch(p, _json_batch(out) if args.json else _text_batch(out, xs))
+                else:                       # several: one time-ordered stream of events
+                    h = s.add(p, emit_json if args.json else emit_text)
+                hexes[h.name] = xs
             s.start()
             if args.armed:
                 print(f"armed {time.monotonic_ns()}", file=sys.stderr, flush=True)

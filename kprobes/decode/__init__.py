@@ -4,20 +4,23 @@ No I/O here: callers read ``format`` files and ``trace_pipe_raw`` pages and
 hand the text and bytes in.
 """
 
-from kprobes.decode.format import (
-    FAULT,
-    EventFormat,
-    Fault,
-    Field,
-    RecordDecoder,
+from kprobes.decode.flags import (
     TraceFlag,
-    common_type,
+    context,
     flags_text,
     in_irq,
     in_nmi,
     in_softirq,
     irqs_off,
     need_resched,
+)
+from kprobes.decode.format import (
+    FAULT,
+    EventFormat,
+    Fault,
+    Field,
+    RecordDecoder,
+    common_type,
     parse_field_line,
     parse_format,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "RecordDecoder",
     "TraceFlag",
     "common_type",
+    "context",
     "fix_abs_ts",
     "flags_text",
     "in_irq",

@@ -25,8 +25,14 @@ the ring buffer::
 
 What the file says, and what we trust
 -------------------------------------
-* ``offset``, ``size`` and ``signed`` are authoritative; the C type is not
-  (``sys_enter_openat`` declares ``int dfd`` with ``size:8``). Field kinds:
+* ``offset``, ``size`` and ``signed`` place the bytes. One exception: a
+  scalar whose declared C type is a known integer type narrower than its
+  ``size`` is read as that C type, i.e. its low bytes with the C type's
+  signedness. Syscall tracepoints store every argument as an ``unsigned
+  long`` but declare it by its C type (``field:int dfd; offset:16; size:8;
+  signed:0;``): the kernel's zero-extended 32-bit ``-100`` then reads as
+  ``-100`` (``AT_FDCWD``), not ``4294967196``; ``umode_t mode`` as its 16
+  bits. Field kinds:
 
   ``int``         a scalar (any size; 1/2/4/8 come straight out of ``struct``)
   ``data_loc``    ``__data_loc T[] name`` (and ``__rel_loc``): a u32 whose low
@@ -69,19 +75,11 @@ Not compiled to Python source (no ``exec``): the per-format work is data -
 one Struct, a names tuple, a converter list - so it can be inspected and
 tested like any other value.
 
-``common_flags``: bits from the kernel's ``enum trace_flag_type``
-(``include/linux/trace_events.h``); :func:`flags_text` renders them like the
-latency columns of the ``trace`` file (``kernel/trace/trace_output.c``
-``trace_print_lat_fmt``). Seen on the 6.18 host: uprobe events carry
-``common_flags`` = ``common_preempt_count`` = 0xff, so both are
-meaningless for uprobe events there (consistent with the kernel's
-``tracing_gen_ctx_dec()`` subtracting one from a context word of 0 in the
-preemptible uprobe handler); tracepoint events are fine.
+The ``common_flags`` bits are in :mod:`.flags`.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
@@ -97,111 +95,11 @@ __all__ = [
     "RecordDecoder",
     "Fault",
     "FAULT",
-    "TraceFlag",
     "parse_format",
     "parse_field_line",
     "common_type",
-    "flags_text",
-    "irqs_off",
-    "in_irq",
-    "in_softirq",
-    "in_nmi",
-    "need_resched",
+    "declared_int",
 ]
-
-
-# --------------------------------------------------------------------------
-# common_flags
-
-
-class TraceFlag(enum.IntFlag):
-    """Bits of ``common_flags`` (``enum trace_flag_type``).
-
-    0x02 was ``IRQS_NOSUPPORT`` (only on architectures without irqflags
-    tracing support, i.e. none that matter) until kernel 6.13 reused it for
-    ``NEED_RESCHED_LAZY``; we read it as the latter.
-    """
-
-    IRQS_OFF = 0x01
-    NEED_RESCHED_LAZY = 0x02
-    NEED_RESCHED = 0x04
-    HARDIRQ = 0x08
-    SOFTIRQ = 0x10
-    PREEMPT_RESCHED = 0x20
-    NMI = 0x40
-    BH_OFF = 0x80
-
-
-def irqs_off(flags: int) -> bool:
-    """Interrupts were disabled when the event was recorded."""
-    return bool(flags & TraceFlag.IRQS_OFF)
-
-
-def in_irq(flags: int) -> bool:
-    """Recorded in hard interrupt context."""
-    return bool(flags & TraceFlag.HARDIRQ)
-
-
-def in_softirq(flags: int) -> bool:
-    """Recorded while serving a softirq."""
-    return bool(flags & TraceFlag.SOFTIRQ)
-
-
-def in_nmi(flags: int) -> bool:
-    """Recorded in NMI context."""
-    return bool(flags & TraceFlag.NMI)
-
-
-def need_resched(flags: int) -> bool:
-    """A reschedule (of any kind: TIF, preempt or lazy) was pending."""
-    return bool(flags & (TraceFlag.NEED_RESCHED | TraceFlag.PREEMPT_RESCHED
-                         | TraceFlag.NEED_RESCHED_LAZY))
-
-
-def _flags_chars(flags: int) -> str:
-    irq = flags & TraceFlag.IRQS_OFF
-    bh = flags & TraceFlag.BH_OFF
-    c1 = "D" if irq and bh else "d" if irq else "b" if bh else "."
-    n = bool(flags & TraceFlag.NEED_RESCHED)
-    lz = bool(flags & TraceFlag.NEED_RESCHED_LAZY)
-    p = bool(flags & TraceFlag.PREEMPT_RESCHED)
-    c2 = {
-        (True, True, True): "B", (True, False, True): "N", (False, True, True): "L",
-        (True, True, False): "b", (True, False, False): "n", (False, False, True): "p",
-        (False, True, False): "l",
-    }.get((n, lz, p), ".")
-    nmi = flags & TraceFlag.NMI
-    hard = flags & TraceFlag.HARDIRQ
-    soft = flags & TraceFlag.SOFTIRQ
-    c3 = ("Z" if nmi and hard else "z" if nmi else "H" if hard and soft
-          else "h" if hard else "s" if soft else ".")
-    return c1 + c2 + c3
-
-
-_FLAGS_TEXT = tuple(_flags_chars(i) for i in range(256))
-
-
-def flags_text(flags: int, preempt_count: int | None = None) -> str:
-    """The latency-format columns for ``common_flags``, as ftrace prints them.
-
-    Three characters: irqs-off (``d``, ``b`` = BH off, ``D`` = both),
-    need-resched (``n``/``N``/``p``/``l``/``L``/``b``/``B``) and context
-    (``h`` hardirq, ``s`` softirq, ``H`` both, ``z``/``Z`` NMI). With
-    ``preempt_count`` (``common_preempt_count``) two more follow: the preempt
-    depth (low nibble) and the migrate-disable depth (high nibble), in hex
-    or ``.`` when 0.
-
-    >>> flags_text(0x09)
-    'd.h'
-    >>> flags_text(0x01 | 0x04 | 0x10, 0x21)
-    'dns12'
-    """
-    s = _FLAGS_TEXT[flags & 0xFF]
-    if preempt_count is None:
-        return s
-    lo = preempt_count & 0xF
-    hi = (preempt_count >> 4) & 0xF
-    return s + (f"{lo:x}" if lo else ".") + (f"{hi:x}" if hi else ".")
 
 
 # --------------------------------------------------------------------------
@@ -348,6 +246,32 @@ def _type_size(ctype: str) -> int | None:
     if m:
         return int(m.group(1)) // 8
     return None
+
+
+_SIGNED_TYPES = {"short", "signed short", "short int", "signed short int", "int", "signed int",
+                 "signed", "signed char", "pid_t", "long", "signed long", "long int",
+                 "long long", "long long int", "loff_t", "ssize_t"}
+
+
+def declared_int(ctype: str) -> tuple[int, bool] | None:
+    """(size, signed) of a C integer type, None for others (and for plain
+    ``char``, whose signedness depends on the architecture).
+
+    >>> declared_int("int"), declared_int("umode_t"), declared_int("const u16")
+    ((4, True), (2, False), (2, False))
+    >>> declared_int("const char *") is None, declared_int("char") is None
+    (True, True)
+    """
+    t = " ".join(w for w in ctype.split() if w not in ("const", "volatile"))
+    if t == "char" or t.endswith("*"):
+        return None
+    m = _FIXED_INT_RE.match(t)
+    if m:
+        return int(m.group(1)) // 8, not t.lstrip("_").startswith(("u", "x"))
+    size = _TYPE_SIZES.get(t)
+    if size is None:
+        return None
+    return size, t in _SIGNED_TYPES
 
 
 def _base_type(ctype: str) -> str:
@@ -537,7 +461,7 @@ class RecordDecoder:
 
     __slots__ = ("fmt", "types", "names", "hex_fields", "symbol_fields", "_struct",
                  "_unpack", "_fast_common", "_all_names", "_common_names", "_converters",
-                 "_min_len")
+                 "_min_len", "plain")
 
     def __init__(self, fmt: EventFormat, types: Mapping[str, str] | None = None) -> None:
         self.fmt = fmt
@@ -590,12 +514,19 @@ class RecordDecoder:
         if self._fast_common and any(fmt._by_name[n].is_common for n in names[3:]):
             self._fast_common = False  # extra common_* fields (old kernels): general path
         self._converters = tuple(converters)
+        #: every field decodes to its raw ``struct`` value and the common fields
+        #: come first: :meth:`rows` is one C-level unpack per record
+        self.plain: bool = self._fast_common and not self._converters
 
     # -- compile helpers
 
     @staticmethod
     def _code(f: Field) -> str:
         if f.kind == "int" and (f.size, f.signed) in _INT_CODES:
+            narrow = declared_int(f.decl)
+            if narrow is not None and narrow[0] < f.size:
+                code, pad = _INT_CODES[narrow], f"{f.size - narrow[0]}x"
+                return code + pad if _LE else pad + code     # the low bytes
             return _INT_CODES[f.size, f.signed]
         if f.kind == "data_loc" and f.count is None:
             return "I"
@@ -669,6 +600,23 @@ class RecordDecoder:
             for name, conv in self._converters:
                 args[name] = conv(buf, offset, end, args[name])
         return flags, pc, pid, args
+
+    def rows(self, buf: bytes | bytearray | memoryview, offsets: Iterable[int],
+             ) -> list[tuple[object, ...]]:
+        """The records at ``offsets`` as value tuples, no dicts: each is
+        ``(common_flags, common_preempt_count, common_pid, *values)`` with the
+        values in :attr:`names` order (the column-wise fast path; the same
+        values :meth:`decode` gives). For a :attr:`plain` format this is one
+        ``struct`` unpack per record.
+        """
+        if self.plain:
+            try:
+                return list(map(self._unpack, repeat(buf), offsets))
+            except struct.error:
+                raise DecodeError(f"{self.fmt.name}: a record is shorter than "
+                                  f"{self._min_len} bytes") from None
+        return [(f, pc, pid, *args.values())
+                for f, pc, pid, args in self.decode_many(buf, offsets)]
 
     def decode_many(self, buf: bytes | bytearray | memoryview, offsets: Iterable[int],
                     ) -> list[tuple[int, int, int, dict[str, object]]]:

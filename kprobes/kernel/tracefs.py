@@ -26,14 +26,22 @@ DEFAULT_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_line(line: str, what: str = "definition") -> None:
-    """Refuse anything that could write more than one line into a tracefs file."""
+def check_line(line: str, what: str = "definition", *,
+               hint: str = "newlines, tabs and other control characters are never allowed "
+                           "in probe specs") -> None:
+    """Refuse anything that could write more than one line into a tracefs file
+    (any character below 0x20, and 0x7f): :class:`SpecError` with the column.
+
+    >>> check_line("p:do_sys_openat2\\n-:kprobes/")
+    Traceback (most recent call last):
+    ...
+    kprobes.errors.SpecError: control character '\\n' in definition: refused (one definition per line)
+    """
     m = _BAD_CHARS.search(line)
     if m:
         raise SpecError(
             f"control character {m.group()!r} in {what}: refused (one definition per line)",
-            spec=line.encode("unicode_escape").decode(), column=m.start(),
-            hint="newlines, tabs and other control characters are never allowed in probe specs")
+            spec=line.encode("unicode_escape").decode(), column=m.start(), hint=hint)
 
 
 def _is_tracefs(path: str) -> bool:

@@ -21,7 +21,7 @@ from ..errors import SpecError
 
 __all__ = [
     "FetchArg", "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint",
-    "FETCH_TYPES", "check_name", "check_fetch", "MAX_NAME", "MAX_ARGS",
+    "FETCH_TYPES", "check_name", "check_fetch", "MAX_NAME", "MAX_ARGS", "MAX_MAXACTIVE",
 ]
 
 MAX_NAME = 63          # MAX_EVENT_NAME_LEN - 1

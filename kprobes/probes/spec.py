@@ -24,15 +24,25 @@ import re
 from typing import Any
 
 from ..errors import SpecError
+from ..kernel.tracefs import check_line
 from .btfargs import arg_name, is_btf_expr
-from .model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
+from .model import (
+    MAX_MAXACTIVE,
+    FetchArg,
+    KProbe,
+    KRetProbe,
+    Probe,
+    Tracepoint,
+    UProbe,
+    URetProbe,
+)
 
 __all__ = ["parse_spec", "parse_args", "parse_arg", "SPEC_HELP"]
 
-SPEC_HELP = """\
+SPEC_HELP = f"""\
 probe specs (one shell argument each, quote them):
   p:SYM[+OFF] [ARGS]        kernel function entry (or p:MOD:SYM, p:0xADDR)
-  r[N]:SYM [ARGS]           kernel function return, N = maxactive (1..4096)
+  r[N]:SYM [ARGS]           kernel function return, N = maxactive (1..{MAX_MAXACTIVE})
   u:PATH:SYM[+OFF] [ARGS]   user function entry (u:PATH:0xOFF = file offset)
   ur:PATH:SYM [ARGS]        user function return
   t:GROUP:EVENT             tracepoint (its fields arrive by name)
@@ -102,11 +112,7 @@ def _tokens(spec: str) -> list[tuple[str, int]]:
 
 def parse_spec(spec: str, *, name: str | None = None, filter: str | None = None) -> Probe:
     """Parse one command-line probe spec into a :class:`Probe` value."""
-    bad = re.search(r"[\x00-\x1f\x7f]", spec)
-    if bad:
-        raise SpecError(f"control character {bad.group()!r} in probe spec",
-                        spec=spec.encode("unicode_escape").decode(), column=bad.start(),
-                        hint="a spec is one line: no newlines or tabs")
+    check_line(spec, "probe spec", hint="a spec is one line: no newlines or tabs")
     toks = _tokens(spec)
     if not toks:
         raise SpecError("empty probe spec", spec=spec, column=0, hint="see: kprobes trace --help")
@@ -175,6 +181,7 @@ def _maxactive(m: re.Match[str] | None, spec: str, col: int) -> int | None:
     if m is None or not m.group(1):
         return None
     n = int(m.group(1))
-    if not 1 <= n <= 4096:
-        raise SpecError(f"maxactive {n} out of range 1..4096", spec=spec, column=col + 1)
+    if not 1 <= n <= MAX_MAXACTIVE:
+        raise SpecError(f"maxactive {n} out of range 1..{MAX_MAXACTIVE}", spec=spec,
+                        column=col + 1)
     return n

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Event", "TaskCache", "FLAG_IRQS_OFF", "FLAG_NEED_RESCHED", "FLAG_HARDIRQ",
-           "FLAG_SOFTIRQ", "FLAG_NMI"]
+from ..decode.flags import CONTEXTS, in_irq, in_nmi, in_softirq, irqs_off
 
-# enum trace_flag_type (kernel/trace/trace.h)
-FLAG_IRQS_OFF = 0x01
-FLAG_NEED_RESCHED = 0x04
-FLAG_HARDIRQ = 0x08
-FLAG_SOFTIRQ = 0x10
-FLAG_PREEMPT_RESCHED = 0x20
-FLAG_NMI = 0x40
-FLAG_BH_OFF = 0x80
+__all__ = ["Event", "TaskCache"]
 
 
 class TaskCache:
@@ -135,32 +127,27 @@ class Event:
             self._comm = self._tasks.comm(self.tid) if self._tasks else "<...>"
         return self._comm
 
+    # common_flags bits: kprobes.decode.format.TraceFlag
     @property
     def in_irq(self) -> bool:
-        return bool(self.trace_flags & FLAG_HARDIRQ)
+        return in_irq(self.trace_flags)
 
     @property
     def in_softirq(self) -> bool:
-        return bool(self.trace_flags & FLAG_SOFTIRQ)
+        return in_softirq(self.trace_flags)
 
     @property
     def in_nmi(self) -> bool:
-        return bool(self.trace_flags & FLAG_NMI)
+        return in_nmi(self.trace_flags)
 
     @property
     def irqs_off(self) -> bool:
-        return bool(self.trace_flags & FLAG_IRQS_OFF)
+        return irqs_off(self.trace_flags)
 
     @property
     def context(self) -> str:
         """'nmi', 'irq', 'softirq' or 'task'."""
-        if self.trace_flags & FLAG_NMI:
-            return "nmi"
-        if self.trace_flags & FLAG_HARDIRQ:
-            return "irq"
-        if self.trace_flags & FLAG_SOFTIRQ:
-            return "softirq"
-        return "task"
+        return CONTEXTS[self.trace_flags & 0xFF]
 
     def __getattr__(self, name: str) -> Any:
         try:

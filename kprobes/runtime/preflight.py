@@ -10,14 +10,12 @@ the binary and the symbol's file offset.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import NotSupported, SymbolError
 from ..kernel.tracefs import Tracefs
 from ..probes.model import KProbe, KRetProbe, Probe, UProbe
-
-if TYPE_CHECKING:
-    from .session import ProbeHandle
+from .handle import ProbeHandle, Resolved
 
 __all__ = ["Preflight", "resolve_location"]
 
@@ -30,10 +28,31 @@ class Preflight:
         self._ksyms: Any = None
         self._blacklist: Any = None
 
-    def kernel_probe(self, h: ProbeHandle) -> None:
+    def resolve(self, h: ProbeHandle, parent: Resolved | None = None) -> Resolved:
+        """Everything about ``h`` that can be refused or resolved before
+        anything is created; ``h`` itself is left as it is. A post-handler
+        probe (``h.post_of``) takes its args as resolved for that kprobe
+        (``parent``): argument names only compile at the function entry."""
+        p = h.probe
+        module = None
+        enums: dict[str, dict[int, str]] = {}
+        if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
+            p, module = self.kernel_probe(h, parent.probe if parent else None)
+            p, enums = self.btf_args(p, module)
+            if parent is not None:
+                enums = {**parent.enums, **enums}
+        location = resolve_location(p) if p.dynamic else None
+        return Resolved(p, module, enums, location)
+
+    def kernel_probe(self, h: ProbeHandle, parent: Probe | None = None
+                     ) -> tuple[Probe, str | None]:
         """Refuse, with reasons and hints, what the kernel would refuse (or
         what would mislead): unknown/ambiguous/data symbols, the blacklist,
-        offsets off an instruction boundary; and place post-handler probes."""
+        offsets off an instruction boundary; and place post-handler probes.
+
+        Returns the probe (a post-handler probe: at the next instruction) and
+        the module of the probed function. ``parent``: the resolved probe of
+        the kprobe whose post-handler ``h`` is (its args are fetched again)."""
         from ..kernel.blacklist import load_blacklist
         from ..kernel.probeable import probeable
         from ..kernel.symlookup import KallsymsLookup
@@ -46,11 +65,10 @@ class Preflight:
         ks = self._ksyms
         loc = (h.post_of.probe if h.post_of else p).location()
         sym, off = ks.locate(loc)
-        h.module = sym.module
         probeable(sym, off, kallsyms=ks, blacklist=self._blacklist,
                   tracefs_root=self.tfs.root, retprobe=p.is_return)
         if h.post_of is None and not off:
-            return
+            return p, sym.module
         try:
             from ..kernel.arch import current
             from ..kernel.kcore import read_kernel_text
@@ -58,23 +76,26 @@ class Preflight:
             code = read_kernel_text(sym.addr, off + 16)
         except NotSupported as e:
             if h.post_of is None:
-                return   # the boundary check is a courtesy; the kernel checks too
+                return p, sym.module   # the boundary check is a courtesy; the kernel checks too
             raise NotSupported(f"a post-handler needs the kernel's code: {e}", feature=e.feature,
                                hint=e.hint) from None
         if h.post_of is None:
             arch.instruction_at(sym.addr, off, code)   # SymbolError if mid-instruction
-            return
+            return p, sym.module
         nxt = arch.post_location(sym.addr, off, code, ks.function_at)
-        h.probe = KProbe(sym.name, nxt - sym.addr, module=sym.module,
-                         args=h.post_of.probe.args, filter=p.filter, name=p.name)
+        args = (parent or h.post_of.probe).args
+        return KProbe(sym.name, nxt - sym.addr, module=sym.module,
+                      args=args, filter=p.filter, name=p.name), sym.module
 
-    def btf_args(self, h: ProbeHandle) -> None:
-        """Compile argument names (``filename``, ``how->flags``, ``$retval``) from BTF."""
+    def btf_args(self, p: Probe, found_in: str | None) -> tuple[Probe, dict[str, dict[int, str]]]:
+        """Compile argument names (``filename``, ``how->flags``, ``$retval``) from BTF:
+        the probe with plain fetch args, and the enum names of its args.
+        ``found_in``: the module kallsyms placed the function in."""
         from ..probes.btfargs import resolve_btf_args
 
         def btf_for(module: str | None) -> Any:
             from ..btf import BTF
-            module = module or h.module     # a module function found in kallsyms
+            module = module or found_in     # a module function found in kallsyms
             try:
                 return BTF.for_kernel(module)
             except OSError as e:
@@ -82,9 +103,8 @@ class Preflight:
                                    feature="btf", hint="argument names need "
                                    "/sys/kernel/btf (CONFIG_DEBUG_INFO_BTF); use $argN "
                                    "or registers") from None
-        res = resolve_btf_args(h.probe, btf_for, arch=os.uname().machine)
-        h.probe = res.probe
-        h.enums = res.enums
+        res = resolve_btf_args(p, btf_for, arch=os.uname().machine)
+        return res.probe, res.enums
 
 
 def resolve_location(p: Probe) -> str | None:
@@ -100,3 +120,4 @@ def resolve_location(p: Probe) -> str | None:
     if isinstance(p, (KProbe, KRetProbe)):
         return p.location()
     return None
+

@@ -30,24 +30,19 @@ import struct
 from array import array
 from collections.abc import Iterator
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..decode.format import RecordDecoder, parse_format
 from ..decode.ringbuf import PageDecoder
 from ..errors import DecodeError
 from ..kernel.tracefs import Instance, Tracefs
 from .event import Event, TaskCache
+from .handle import ProbeHandle, Stream
 
-if TYPE_CHECKING:
-    from .session import ProbeHandle
-
-__all__ = ["Reader", "Cycle", "Batch", "LazyEvent"]
+__all__ = ["Reader", "Cycle", "Batch", "LazyEvent", "handle_of"]
 
 COMM_ARG = "__comm"
 MAX_PAGES = 64            # pages per CPU per read cycle (64 x 4 KB: ~16k small events)
-
-# (handle, decoder, has_comm, hidden field names)
-Target = tuple["ProbeHandle", RecordDecoder, bool, tuple[str, ...]]
 
 _COMMON = struct.Struct("=BBi")           # common_flags, common_preempt_count, common_pid
 _TS = itemgetter(0)
@@ -80,7 +75,7 @@ class LazyEvent(Event):
     _tasks: TaskCache  # always given (the base class allows None)
 
     def __init__(self, probe: str, ts_ns: int, cpu: int, buf: bytes, off: int, ln: int,
-                 target: Target, tasks: TaskCache) -> None:
+                 target: Stream, tasks: TaskCache) -> None:
         self.probe = probe
         self.ts_ns = ts_ns
         self.cpu = cpu
@@ -160,13 +155,18 @@ class LazyEvent(Event):
         except AttributeError:
             c = None
         if c is None:
-            if self._t[2]:          # fetched in the kernel ($comm): it is in the record
+            if self._t.has_comm:   # fetched in the kernel ($comm): it is in the record
                 self._decode_args()
                 c = _COMM.__get__(self)
             else:
                 c = self._tasks.comm(self.tid)
                 _COMM.__set__(self, c)
         return c
+
+
+def handle_of(ev: LazyEvent) -> ProbeHandle:
+    """The handle whose probe produced ``ev``."""
+    return ev._t.handle
 
 
 class Batch:
@@ -194,7 +194,7 @@ class Batch:
 
     __slots__ = ("probe", "_segs", "_n", "_t", "_tasks", "_order", "_cols")
 
-    def __init__(self, probe: str, target: Target, tasks: TaskCache) -> None:
+    def __init__(self, probe: str, target: Stream, tasks: TaskCache) -> None:
         self.probe = probe
         self._segs: list[tuple[int, bytes, list[tuple[int, int, int]]]] = []
         self._n = 0
@@ -289,7 +289,7 @@ class Batch:
     def comm(self) -> list[str]:
         c = self._cols.get("comm")
         if c is None:
-            if self._t[2]:
+            if self._t.has_comm:
                 self._decode()
                 c = self._cols["comm"]
             else:
@@ -302,14 +302,8 @@ class Batch:
         _h, dec, has_comm, hidden = self._t
         names = dec.names
         rows: list[Any] = []
-        # plain integer formats: the record's struct is the row (no dicts made)
-        raw = dec._unpack if dec._fast_common and not dec._converters else None  # noqa: SLF001
         for _cpu, page, recs in self._segs:
-            if raw is not None:
-                rows += [raw(page, r[1]) for r in recs]
-            else:
-                rows += [(0, 0, 0, *d[3].values())
-                         for d in dec.decode_many(page, map(_START, recs))]
+            rows += dec.rows(page, map(_START, recs))
         rows = self._ordered(rows)
         cols = [list(x) for x in zip(*rows, strict=True)][3:] if rows else [[] for _ in names]
         args = dict(zip(names, cols, strict=True))
@@ -356,7 +350,7 @@ class Cycle:
     def __len__(self) -> int:
         return self.n
 
-    def _split(self) -> Iterator[tuple[Target, int, bytes, list[tuple[int, int, int]]]]:
+    def _split(self) -> Iterator[tuple[Stream, int, bytes, list[tuple[int, int, int]]]]:
         """(target, cpu, page, records of that target) for every page."""
         r = self.reader
         single = r.single
@@ -389,9 +383,9 @@ class Cycle:
         out: list[LazyEvent] = []
         cpus = set()
         for target, cpu, page, recs in self._split():
-            if only is not None and id(target[0]) not in only:
+            if only is not None and id(target.handle) not in only:
                 continue
-            name = target[0].name
+            name = target.handle.name
             out += [LazyEvent(name, ts, cpu, page, start, ln, target, tasks)
                     for ts, start, ln in recs]
             cpus.add(cpu)
@@ -404,7 +398,7 @@ class Cycle:
         tasks = self.reader.tasks
         out: dict[int, tuple[ProbeHandle, Batch]] = {}
         for target, cpu, page, recs in self._split():
-            h = target[0]
+            h = target.handle
             if only is not None and id(h) not in only:
                 continue
             hb = out.get(id(h))
@@ -442,7 +436,7 @@ class Reader:
                 self.pages = PageDecoder(self.pages.commit_size, self.page_size)
             except (OSError, ValueError):
                 pass
-        self.by_type: dict[int, list[Target]] = {}
+        self.by_type: dict[int, list[Stream]] = {}
         for h in handles:
             fmt = parse_format(tfs.event_format(h.group, h.event), h.group)
             types = {a.name: a.type for a in h.probe.args if a.type}
@@ -457,10 +451,10 @@ class Reader:
             # __probe_ip, __probe_func, __probe_ret_ip: kernel bookkeeping, not user args
             hidden = tuple(f.name for f in fmt.arg_fields
                            if h.probe.dynamic and f.name.startswith("__") and f.name != COMM_ARG)
-            self.by_type.setdefault(fmt.id, []).append((h, dec, has_comm, hidden))
+            self.by_type.setdefault(fmt.id, []).append(Stream(h, dec, has_comm, hidden))
         only = list(self.by_type.values())
         # one event type with one handle: every record of the instance is its event
-        self.single: Target | None = only[0][0] if len(only) == 1 and len(only[0]) == 1 \
+        self.single: Stream | None = only[0][0] if len(only) == 1 and len(only[0]) == 1 \
             else None
         self.lost_pages = 0
         self.lost_from_pages = 0
@@ -549,7 +543,7 @@ class Reader:
 
     def read_available(self) -> list[tuple[ProbeHandle, Event]]:
         """Read one cycle; its events, in timestamp order, with their handles."""
-        return [(ev._t[0], ev) for ev in self.read_cycle().events()]
+        return [(handle_of(ev), ev) for ev in self.read_cycle().events()]
 
     def lost(self) -> tuple[int, int]:
         """(events dropped or overwritten per the instance's per-CPU stats, lossy pages)."""

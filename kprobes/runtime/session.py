@@ -27,12 +27,13 @@ from ..errors import HandlerError, KprobesError, NotSupported, SpecError, Symbol
 from ..kernel import dynevents
 from ..kernel.tracefs import Instance, Tracefs
 from ..probes.btfargs import Pointer
-from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint
+from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from ..probes.spec import parse_spec
 from . import owner
 from .event import Event
-from .preflight import Preflight, resolve_location
-from .reader import COMM_ARG, Batch, Cycle, Reader
+from .handle import Handler, ProbeHandle, ProbeStats, Resolved
+from .preflight import Preflight
+from .reader import COMM_ARG, Batch, Cycle, Reader, handle_of
 from .signals import (
     block_signals,
     install_sigterm,
@@ -43,19 +44,6 @@ from .signals import (
 )
 
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
-
-Handler = Callable[..., Any]
-
-
-@dataclass
-class ProbeStats:
-    """Counters of one probe."""
-
-    events: int = 0        # decoded and delivered to the handler
-    hits: int = 0          # kprobe_profile / uprobe_profile hits (0 for tracepoints)
-    misses: int = 0        # nmissed (incl. kretprobe instances missed for lack of maxactive)
-    errors: int = 0        # handler exceptions
-    first_error: str | None = None
 
 
 @dataclass
@@ -73,29 +61,6 @@ class Stats:
                            "errors": p.errors} for n, p in self.probes.items()},
             "events": self.events, "lost": self.lost,
         }
-
-
-@dataclass
-class ProbeHandle:
-    """A probe added to a session: its event name and, once created, its kernel identity."""
-
-    name: str
-    probe: Probe
-    handler: Handler | None
-    group: str = ""
-    event: str = ""
-    type_id: int = -1
-    created: bool = False
-    bind: tuple[str, ...] | None = None      # handler parameters bound from args by name
-    stats: ProbeStats = field(default_factory=ProbeStats)
-    hidden: bool = False                     # helper probe (entry half of a kretprobe...)
-    on_event: Callable[[Event], None] | None = None
-    post_of: ProbeHandle | None = None       # this is the post-handler probe of that kprobe
-    location: str | None = None              # resolved place (user symbols -> file offsets)
-    module: str | None = None                # kernel module of the probed function
-    enums: dict[str, dict[int, str]] = field(default_factory=dict)      # arg -> value names
-    pointers: dict[str, dict[str, str]] = field(default_factory=dict)   # param -> field -> arg
-    batch: Callable[[Batch], None] | None = None   # batch handler (Session.add_batch)
 
 
 class Session:
@@ -205,7 +170,9 @@ class Session:
 
         ``entry(ev)`` runs at function entry (its own probe, fetching
         ``entry_args``); what it returns reaches the return handler of the same
-        call as ``ev.data`` (matched per thread, innermost call first).
+        call as ``ev.data`` (matched per thread, innermost call first), or
+        None when no entry was seen for it (its entry event was lost in a
+        full ring buffer, or ``entry`` raised).
         ``maxactive`` bounds the instances in flight; calls entered with none
         free are counted in ``stats().probes[NAME].misses``.
         """
@@ -221,15 +188,13 @@ class Session:
                       entry_args: Iterable[FetchArg | str] = ()) -> ProbeHandle:
         """Add a return probe, and with ``entry`` a paired entry probe whose
         handler's return value is handed to the return handler as ``ev.data``."""
-        if isinstance(probe, str):
-            probe = parse_spec(probe)
-        if not isinstance(probe, KRetProbe):
-            raise SpecError("add_kretprobe needs a kernel return probe (r:SYM)")
-        ret = self.add(probe, handler)
+        rp: KRetProbe = _kind(probe, KRetProbe, None,
+                              "add_kretprobe needs a kernel return probe (r:SYM)")
+        ret = self.add(rp, handler)
         if entry is None:
             return ret
         stacks: dict[int, list[Any]] = {}
-        eprobe = _with(KProbe(probe.symbol, module=probe.module, address=probe.address),
+        eprobe = _with(KProbe(rp.symbol, module=rp.module, address=rp.address),
                        entry_args, None, None)
         ent = self.add(eprobe, None, name=f"{ret.name}_entry")
         ent.hidden = True
@@ -246,7 +211,7 @@ class Session:
 
         def on_return(ev: Event) -> None:
             st = stacks.get(ev.tid)
-            ev.data = st.pop() if st else None
+            ev.data = st.pop() if st else None     # None: the entry was not seen
         ent.handler = on_entry
         ret.on_event = on_return
         return ret
@@ -259,10 +224,7 @@ class Session:
         boundary after the probed one (decoded from /proc/kcore), so it runs
         for the same hit, on the same CPU, right after the probed instruction.
         """
-        if isinstance(probe, str):
-            probe = parse_spec(probe)
-        if not isinstance(probe, KProbe):
-            raise SpecError("add_kprobe needs a kernel entry probe (p:SYM[+OFF])")
+        probe = _kind(probe, KProbe, None, "add_kprobe needs a kernel entry probe (p:SYM[+OFF])")
         h = self.add(probe, pre)
         if post is not None:
             ph = self.add(probe, post, name=f"{h.name}_post")
@@ -284,41 +246,65 @@ class Session:
         ``how.mode`` decoded. With ``args`` (``"dfd=$arg1:s32"``...) nothing
         comes from BTF.
         """
-        from ..probes.btfargs import arg_name, handler_fetches
-        fields = tuple(fields)
-
         def deco(fn: Handler) -> Handler:
-            if args is None:
-                params = [p.name for p in list(inspect.signature(fn).parameters.values())[1:]]
-                fetch: Iterable[FetchArg | str] = handler_fetches(params, fields)
-            else:
-                fetch = (*args, *handler_fetches([], fields))
-            p = _with(parse_spec(f"p:{where}"), fetch, filter, name)
-            if isinstance(p, KProbe) and p.offset:
-                raise SpecError("a jprobe is at a function entry: no +OFF")
-            h = self.add(p, fn)
-            for f in fields:
-                param, sep, rest = f.partition("->")
-                if not sep:
-                    raise SpecError(f"field {f!r} must go through a pointer parameter "
-                                    "(PARAM->FIELD)", spec=f, column=0)
-                h.pointers.setdefault(param, {})[arg_name(rest)] = arg_name(f)
+            self.add_jprobe(where, fn, args=args, fields=fields, filter=filter, name=name)
             return fn
         return deco
+
+    def add_jprobe(self, where: str, handler: Handler, *,
+                   args: Iterable[FetchArg | str] | None = None, fields: Iterable[str] = (),
+                   filter: str | None = None, name: str | None = None) -> ProbeHandle:
+        """:meth:`jprobe` without the decorator: ``where`` is ``[MOD:]SYM``."""
+        from ..probes.btfargs import arg_name, handler_fetches
+        fields = tuple(fields)
+        if args is None:
+            params = [p.name for p in list(inspect.signature(handler).parameters.values())[1:]]
+            fetch: Iterable[FetchArg | str] = handler_fetches(params, fields)
+        else:
+            fetch = (*args, *handler_fetches([], fields))
+        p = _with(parse_spec(f"p:{where}"), fetch, filter, name)
+        if isinstance(p, KProbe) and p.offset:
+            raise SpecError("a jprobe is at a function entry: no +OFF")
+        h = self.add(p, handler)
+        for f in fields:
+            param, sep, rest = f.partition("->")
+            if not sep:
+                raise SpecError(f"field {f!r} must go through a pointer parameter "
+                                "(PARAM->FIELD)", spec=f, column=0)
+            h.pointers.setdefault(param, {})[arg_name(rest)] = arg_name(f)
+        return h
 
     def uprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
                filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: user probe at ``PATH:SYM[+OFF]`` (or ``0xFILEOFF``)."""
         return self._decorator(_with(parse_spec(f"u:{path}:{where}"), args, filter, name))
 
+    def add_uprobe(self, probe: UProbe | str, handler: Handler | None = None) -> ProbeHandle:
+        """Add a user probe (a :class:`UProbe` or a spec ``u:PATH:SYM[+OFF] [ARGS]``)."""
+        return self.add(_kind(probe, UProbe, URetProbe, "add_uprobe needs a user entry probe "
+                                                        "(u:PATH:SYM[+OFF])"), handler)
+
     def uretprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
                   filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: user return probe at ``PATH:SYM``."""
         return self._decorator(_with(parse_spec(f"ur:{path}:{where}"), args, filter, name))
+
+    def add_uretprobe(self, probe: URetProbe | str, handler: Handler | None = None
+                      ) -> ProbeHandle:
+        """Add a user return probe (a :class:`URetProbe` or a spec ``ur:PATH:SYM [ARGS]``)."""
+        return self.add(_kind(probe, URetProbe, None, "add_uretprobe needs a user return "
+                                                      "probe (ur:PATH:SYM)"), handler)
 
     def tracepoint(self, what: str, *, filter: str | None = None,
                    name: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: tracepoint ``GROUP:EVENT``."""
         return self._decorator(_with(parse_spec(f"t:{what}"), (), filter, name))
+
+    def add_tracepoint(self, probe: Tracepoint | str, handler: Handler | None = None
+                       ) -> ProbeHandle:
+        """Add a tracepoint (a :class:`Tracepoint` or a spec ``t:GROUP:EVENT``)."""
+        return self.add(_kind(probe, Tracepoint, None, "add_tracepoint needs a tracepoint "
+                                                       "(t:GROUP:EVENT)"), handler)
 
     def trace(self, spec: str, *, filter: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator taking a full CLI spec string."""
@@ -358,7 +344,10 @@ class Session:
             assert inst is not None
             for h in self.handles:
                 self._create(h)
-            for h in self.handles:
+            # helper probes first: a kretprobe's entry half is recording before
+            # its return half reports anything, so no reported return can have
+            # entered unseen
+            for h in sorted(self.handles, key=lambda h: not h.hidden):
                 self._enable(h)
             self._reader = Reader(inst, tfs, self.handles, tasks_needed=True)
             self._undo.append(("close ring buffers", self._reader.close))
@@ -384,14 +373,14 @@ class Session:
                                   hint="list them with: kprobes list 't:*PATTERN*'")
         # Everything that can be refused without the kernel is refused before
         # anything is created: symbols, offsets, argument names, binaries.
+        # Handles are changed only once every one passed.
         checks = Preflight(tfs)
+        resolved: dict[int, Resolved] = {}
+        for h in self.handles:        # a kprobe comes before its post-handler probe
+            parent = resolved[id(h.post_of)] if h.post_of is not None else None
+            resolved[id(h)] = checks.resolve(h, parent)
         for h in self.handles:
-            p = h.probe
-            if isinstance(p, (KProbe, KRetProbe)) and p.address is None:
-                checks.kernel_probe(h)
-                checks.btf_args(h)
-            if p.dynamic:
-                h.location = resolve_location(h.probe)
+            h.apply(resolved[id(h)])
 
     def _create_instance(self) -> None:
         inst = self.tracefs.instance(self.name)
@@ -609,7 +598,7 @@ class Session:
 
     def _deliver_each(self, events: list[Any]) -> None:
         for ev in events:
-            h = ev._t[0]
+            h = handle_of(ev)
             h.stats.events += 1
             if h.on_event is not None:
                 h.on_event(ev)
@@ -660,6 +649,24 @@ class Session:
         """
         h = self.add(probe, None, name=name)
         h.batch = handler
+        return h
+
+    def set_batch(self, h: ProbeHandle, handler: Callable[[Batch], None]) -> None:
+        """Give an added probe a batch handler (it then gets :class:`Batch`
+        columns instead of events), before the session starts."""
+        self._own(h).batch = handler
+
+    def set_handler(self, h: ProbeHandle, handler: Handler) -> None:
+        """Give an added probe a per-event handler (parameters after the event
+        bound from its args by name), before the session starts."""
+        self._own(h).bind = _binding(handler, h.probe)
+        h.handler = handler
+
+    def _own(self, h: ProbeHandle) -> ProbeHandle:
+        if self._started:
+            raise KprobesError("handlers must be set before the session starts")
+        if not any(x is h for x in self.handles):
+            raise KprobesError(f"probe {h.name} was not added to this session")
         return h
 
     def batch(self, spec: str, *, filter: str | None = None,
@@ -736,6 +743,15 @@ def _with(p: Probe, args: Iterable[FetchArg | str], filter: str | None, name: st
     fa = tuple(a if isinstance(a, FetchArg) else parse_arg(a, i + 1)
                for i, a in enumerate(args))
     return replace(p, args=(*p.args, *fa), filter=filter or p.filter, name=name or p.name)
+
+
+def _kind(probe: Probe | str, cls: type[Any], not_cls: type[Any] | None, message: str) -> Any:
+    """``probe`` (parsed when a spec string) if it is a ``cls`` and not a ``not_cls``."""
+    if isinstance(probe, str):
+        probe = parse_spec(probe)
+    if not isinstance(probe, cls) or (not_cls is not None and isinstance(probe, not_cls)):
+        raise SpecError(f"{message}, got {type(probe).__name__}")
+    return probe
 
 
 def _binding(fn: Handler, probe: Probe) -> tuple[str, ...] | None:

@@ -168,3 +168,28 @@ def test_handler_errors_counted_not_fatal(tracefs, workload):
     p = next(iter(st.probes.values()))
     assert p.errors == 4 and p.events == 4
     assert "RuntimeError: boom" in p.first_error
+
+
+def test_syscall_args_decode_by_their_c_type(tracefs, workload):
+    """sys_enter_openat declares ``int dfd`` (and ``int flags``, ``umode_t
+    mode``) as 8-byte unsigned fields: AT_FDCWD arrives as -100, not
+    4294967196, per event and in batch columns alike."""
+    n = 20
+    p, w = _spawn_blocked([workload, "open", str(n), "/nonexistent/kprobes-dfd"])
+    seen: list[tuple[int, int, int]] = []
+    cols: list[tuple[int, int, int]] = []
+
+    def on_batch(b):
+        a = b.args
+        cols.extend(zip(a["dfd"], a["flags"], a["mode"], strict=True))
+    with Session(pid=p.pid) as s:
+        s.add_tracepoint("t:syscalls:sys_enter_openat",
+                         lambda ev: seen.append((ev.dfd, ev.flags, ev.mode)))
+        s.add_batch("t:syscalls:sys_enter_openat", on_batch)
+        s.start()
+        os.write(w, b"g")
+        s.run(until=lambda: p.poll() is not None)
+    assert p.stdout.read().strip() == f"done {n}"
+    want = (-100, os.O_RDONLY | os.O_CLOEXEC, 0)     # open(path, O_RDONLY | O_CLOEXEC, 0)
+    assert seen.count(want) == n, seen[:5]
+    assert cols == seen

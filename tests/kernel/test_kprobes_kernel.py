@@ -223,6 +223,26 @@ def test_post_handler_follows_pre_on_same_cpu_and_task(tfs):
     assert matched >= len(pres) - len(by_cpu)   # the last pre per CPU may end the run
 
 
+def test_post_handler_fetches_the_btf_args_of_its_kprobe(tfs, workload):
+    """Argument names compile at the function entry; the post-handler probe
+    (at the next instruction) fetches what they compiled to, so both handlers
+    see the path."""
+    n = 20
+    path = _missing_path()
+    pre, post = [], []
+    p = _spawn(workload, "open", str(n), path)
+    with Session(pid=p.pid) as s:
+        h = s.add_kprobe(f"p:{OPEN} filename", lambda ev: pre.append(ev.filename),
+                         lambda ev: post.append(ev.filename))
+        s.start()
+        _go(p)
+        s.run(until=lambda: p.poll() is not None)
+        ph = next(x for x in s.handles if x.post_of is h)
+        assert ph.probe.offset > 0 and "filename" not in {a.fetch for a in ph.probe.args}
+    assert p.stdout.read().strip() == f"done {n}"
+    assert pre.count(path) == n and post.count(path) == n
+
+
 def test_preflight_unknown_symbol_suggests(tfs):
     with pytest.raises(SymbolError) as ei:
         with Session() as s:

@@ -28,6 +28,7 @@ from kprobes.decode import (
     parse_field_line,
     parse_format,
 )
+from kprobes.decode.format import declared_int
 from kprobes.errors import DecodeError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -469,3 +470,32 @@ def test_real_uprobe_page_values() -> None:
         else:
             assert (a["s"], a["us"], a["ch"]) == (s, s, s[0])
         assert r["rv"] == n + (s is not None) + meta["arr"][0] + x
+
+
+def test_narrow_c_types_in_wide_fields_decode_by_the_c_type() -> None:
+    """Syscall tracepoints store each argument as an unsigned long but declare
+    it by its C type (``field:int dfd; offset:16; size:8; signed:0;``):
+    the low bytes are read with the C type's signedness."""
+    fmt = load("syscalls_sys_enter_openat")
+    dec = RecordDecoder(fmt)
+    rec = struct.pack("=HBBiiiQQQQ", fmt.id, 1, 2, 4242, 257, 0, 0xFFFFFF9C, 0x7FFD0010,
+                      0x80000, 0o644)
+    flags, pc, pid, args = dec.decode(rec)
+    assert (flags, pc, pid) == (1, 2, 4242)
+    assert args == {"__syscall_nr": 257, "dfd": -100, "filename": 0x7FFD0010,
+                    "flags": 0x80000, "mode": 0o644}
+    assert dec.plain          # still one struct unpack per record
+    assert dec.rows(rec, [0]) == [(1, 2, 4242, 257, -100, 0x7FFD0010, 0x80000, 0o644)]
+    # an int whose upper bytes are set reads as its 32 bits, as the C code sees it
+    rec2 = rec[:16] + struct.pack("=Q", 0xDEAD_0000_0000_0005) + rec[24:]
+    assert dec.decode(rec2)[3]["dfd"] == 5
+
+
+@pytest.mark.parametrize(("ctype", "want"), [
+    ("int", (4, True)), ("unsigned int", (4, False)), ("umode_t", (2, False)),
+    ("const u16", (2, False)), ("s32", (4, True)), ("__u8", (1, False)),
+    ("pid_t", (4, True)), ("long", (8, True)), ("size_t", (8, False)),
+    ("char", None), ("const char *", None), ("struct foo", None),
+])
+def test_declared_int(ctype: str, want: tuple[int, bool] | None) -> None:
+    assert declared_int(ctype) == want

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from kprobes.decode.flags import TraceFlag
 from kprobes.decode.format import FAULT
 from kprobes.kernel.tracefs import Tracefs
 from kprobes.output.render import format_value, json_line, summary_json, summary_text, text_line
 from kprobes.runtime import owner
-from kprobes.runtime.event import FLAG_HARDIRQ, Event
+from kprobes.runtime.event import Event
 from kprobes.runtime.session import ProbeStats, Stats
 
 # --------------------------------------------------------------- rendering
@@ -38,7 +39,7 @@ def test_text_line_fields_and_hex_args() -> None:
 
 
 def test_json_line_faults_data_and_context() -> None:
-    ev = _ev({"fd": 3, "name": FAULT, "v": (1, FAULT)}, flags=FLAG_HARDIRQ)
+    ev = _ev({"fd": 3, "name": FAULT, "v": (1, FAULT)}, flags=TraceFlag.HARDIRQ)
     ev.data = {"entry_ts": 5}
     d = json.loads(json_line(ev))
     assert d["args"] == {"fd": 3, "name": None, "v": [1, None]}
