@@ -16,6 +16,40 @@ from kprobes.kernel.tracefs import Tracefs  # noqa: E402
 from kprobes.runtime import owner  # noqa: E402
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def concerns_us(name: str) -> bool:
+    """Is ``name`` (a group or instance) this test run's business: owned by
+    this process, one of its descendants, or a dead owner (left behind)? A
+    live session of an unrelated process (another test run or tracer on
+    this machine) is not."""
+    own = owner.parse_owner(name)
+    if own is None:
+        return True
+    pid = own[0]
+    if not owner.owner_alive(name):
+        return True
+    me = os.getpid()
+    for _ in range(64):
+        if pid == me:
+            return True
+        ppid = _ppid(pid)
+        if not ppid:
+            return False
+        pid = ppid
+    return False
+
+
+def _group(line: str) -> str:
+    return line.split(":", 1)[1].split("/", 1)[0] if ":" in line else ""
+
+
 def _ours() -> tuple[list[str], list[str]]:
     tfs = Tracefs.open()
     lines = []
@@ -23,6 +57,8 @@ def _ours() -> tuple[list[str], list[str]]:
         if tfs.has(f):
             lines += [ln for ln in tfs.read_lines(f) if owner.PREFIX in ln or "kptest" in ln]
     insts = [i for i in tfs.instances() if i.startswith(owner.PREFIX) or i.startswith("kptest")]
+    lines = [ln for ln in lines if concerns_us(_group(ln))]
+    insts = [i for i in insts if concerns_us(i)]
     return lines, insts
 
 
@@ -42,8 +78,9 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
 def no_leftovers(request: pytest.FixtureRequest):
     """Nothing a test created may outlive it; remove it if it does, then fail the test.
 
-    Only state that appeared during the test counts (a session of another
-    process running meanwhile on this machine is left alone).
+    Only state that appeared during the test and belongs to this test run
+    (see :func:`concerns_us`) counts: a session of another process running
+    meanwhile on this machine is left alone.
     """
     if os.geteuid() != 0:
         yield

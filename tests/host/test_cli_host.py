@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import concerns_us, run_cli
 
 from kprobes.kernel import dynevents
 from kprobes.runtime import owner
@@ -18,8 +18,9 @@ from kprobes.runtime import owner
 def _nothing_of_ours(tfs, pid: int | None = None) -> bool:
     """No kprobes group or instance (of process PID, when given) is left."""
     prefix = owner.PREFIX if pid is None else f"{owner.PREFIX}{pid}_"
-    evs = [e for e in dynevents.list_defined(tfs) if e.group.startswith(prefix)]
-    insts = [i for i in tfs.instances() if i.startswith(prefix)]
+    evs = [e for e in dynevents.list_defined(tfs)
+           if e.group.startswith(prefix) and concerns_us(e.group)]
+    insts = [i for i in tfs.instances() if i.startswith(prefix) and concerns_us(i)]
     return not evs and not insts
 
 
@@ -74,10 +75,16 @@ def test_trace_text_and_pid_filter(tracefs, workload):
 
 
 def _wait_armed(tfs, proc: subprocess.Popen) -> None:
-    """Wait (on the tracer's own output) until probes are armed."""
+    """Wait until the tracer's instance has its events enabled and recording
+    (bounded: a tracer that never arms fails the test instead of hanging it)."""
     import select
+    import time
+    deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, proc.stderr.read()
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the tracer did not arm within 120 s")
         for inst in tfs.instances():
             if inst.startswith(f"{owner.PREFIX}{proc.pid}_") and list(
                     tfs.instance(inst).enabled_events()):
