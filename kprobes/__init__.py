@@ -9,25 +9,61 @@
 ...     s.run(duration=5)
 """
 
-from .decode.format import FAULT
-from .errors import (
-    BTFError,
-    DecodeError,
-    HandlerError,
-    KernelRefused,
-    KprobesError,
-    NotSupported,
-    PermissionDenied,
-    SpecError,
-    SymbolError,
-)
-from .probes.btfargs import Pointer
-from .probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
-from .probes.spec import parse_spec
-from .runtime.event import Event
-from .runtime.handle import ProbeHandle
-from .runtime.reader import Batch
-from .runtime.session import ProbeStats, Session, Stats
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562): ``import kprobes.cli.main`` and
+# ``kprobes info`` must not pay for the session, reader and decoder modules.
+_WHERE = {
+    "FAULT": "decode.format",
+    "BTFError": "errors", "DecodeError": "errors", "HandlerError": "errors",
+    "KernelRefused": "errors", "KprobesError": "errors", "NotSupported": "errors",
+    "PermissionDenied": "errors", "SpecError": "errors", "SymbolError": "errors",
+    "Pointer": "probes.btfargs",
+    "FetchArg": "probes.model", "KProbe": "probes.model", "KRetProbe": "probes.model",
+    "Probe": "probes.model", "Tracepoint": "probes.model", "UProbe": "probes.model",
+    "URetProbe": "probes.model",
+    "parse_spec": "probes.spec",
+    "Event": "runtime.event",
+    "ProbeHandle": "runtime.handle",
+    "Batch": "runtime.reader",
+    "ProbeStats": "runtime.session", "Session": "runtime.session", "Stats": "runtime.session",
+}
+
+if TYPE_CHECKING:
+    from .decode.format import FAULT
+    from .errors import (
+        BTFError,
+        DecodeError,
+        HandlerError,
+        KernelRefused,
+        KprobesError,
+        NotSupported,
+        PermissionDenied,
+        SpecError,
+        SymbolError,
+    )
+    from .probes.btfargs import Pointer
+    from .probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
+    from .probes.spec import parse_spec
+    from .runtime.event import Event
+    from .runtime.handle import ProbeHandle
+    from .runtime.reader import Batch
+    from .runtime.session import ProbeStats, Session, Stats
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'kprobes' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",

@@ -62,12 +62,26 @@ def need_resched(flags: int) -> bool:
                          | TraceFlag.NEED_RESCHED_LAZY))
 
 
+class _I:
+    """The bits as plain ints: the 256-entry tables below are built at import,
+    and IntFlag arithmetic would cost ~25 ms of start-up."""
+
+    IRQS_OFF = int(TraceFlag.IRQS_OFF)
+    NEED_RESCHED_LAZY = int(TraceFlag.NEED_RESCHED_LAZY)
+    NEED_RESCHED = int(TraceFlag.NEED_RESCHED)
+    HARDIRQ = int(TraceFlag.HARDIRQ)
+    SOFTIRQ = int(TraceFlag.SOFTIRQ)
+    PREEMPT_RESCHED = int(TraceFlag.PREEMPT_RESCHED)
+    NMI = int(TraceFlag.NMI)
+    BH_OFF = int(TraceFlag.BH_OFF)
+
+
 def _context(flags: int) -> str:
-    if flags & TraceFlag.NMI:
+    if flags & _I.NMI:
         return "nmi"
-    if flags & TraceFlag.HARDIRQ:
+    if flags & _I.HARDIRQ:
         return "irq"
-    if flags & TraceFlag.SOFTIRQ:
+    if flags & _I.SOFTIRQ:
         return "softirq"
     return "task"
 
@@ -86,20 +100,20 @@ def context(flags: int) -> str:
 
 
 def _flags_chars(flags: int) -> str:
-    irq = flags & TraceFlag.IRQS_OFF
-    bh = flags & TraceFlag.BH_OFF
+    irq = flags & _I.IRQS_OFF
+    bh = flags & _I.BH_OFF
     c1 = "D" if irq and bh else "d" if irq else "b" if bh else "."
-    n = bool(flags & TraceFlag.NEED_RESCHED)
-    lz = bool(flags & TraceFlag.NEED_RESCHED_LAZY)
-    p = bool(flags & TraceFlag.PREEMPT_RESCHED)
+    n = bool(flags & _I.NEED_RESCHED)
+    lz = bool(flags & _I.NEED_RESCHED_LAZY)
+    p = bool(flags & _I.PREEMPT_RESCHED)
     c2 = {
         (True, True, True): "B", (True, False, True): "N", (False, True, True): "L",
         (True, True, False): "b", (True, False, False): "n", (False, False, True): "p",
         (False, True, False): "l",
     }.get((n, lz, p), ".")
-    nmi = flags & TraceFlag.NMI
-    hard = flags & TraceFlag.HARDIRQ
-    soft = flags & TraceFlag.SOFTIRQ
+    nmi = flags & _I.NMI
+    hard = flags & _I.HARDIRQ
+    soft = flags & _I.SOFTIRQ
     c3 = ("Z" if nmi and hard else "z" if nmi else "H" if hard and soft
           else "h" if hard else "s" if soft else ".")
     return c1 + c2 + c3
