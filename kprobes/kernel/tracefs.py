@@ -347,12 +347,24 @@ class Instance:
             raise PermissionDenied(f"cannot create tracefs instance: {e.strerror}",
                                    hint="tracing needs root (sudo)") from e
 
-    def remove(self) -> None:
-        """rmdir the instance (retrying while the kernel still holds it busy)."""
-        try:
-            os.rmdir(self.path)
-        except FileNotFoundError:
-            pass
+    def remove(self, *, busy_for: float = 2.0) -> None:
+        """rmdir the instance, retrying for up to ``busy_for`` seconds while
+        the kernel holds it busy (EBUSY: a file of it is open, e.g. another
+        process reading its ``trace`` or ``tracing_on`` at that moment)."""
+        import time
+        deadline = time.monotonic() + busy_for
+        delay = 0.005
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno != _errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def write(self, rel: str, value: str, **kw) -> None:
         self.tfs.write(f"{self.rel}/{rel}", value, append=False, **kw)
