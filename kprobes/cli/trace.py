@@ -15,6 +15,7 @@ from typing import IO, Any
 from ..decode.flags import CONTEXTS
 from ..errors import KprobesError
 from ..output.render import json_line, summary_json, summary_text, text_line
+from ..output.stacks import stack_text, with_stacks
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
 
@@ -48,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency", type=float, default=5.0, metavar="MS",
                    help="rest MS milliseconds after reading only a few events, so a trickle "
                         "arrives in batches (less CPU per event); 0 = print at once (default 5)")
+    p.add_argument("--stack", choices=("kernel", "user", "both"),
+                   help="record the kernel and/or user stack with each event and print it "
+                        "under the event (JSON: \"kstack\"/\"ustack\" arrays); user stacks "
+                        "follow frame pointers")
     p.add_argument("--armed", action="store_true", help=argparse.SUPPRESS)  # bench: start-up
     p.set_defaults(func=run)
 
@@ -231,20 +236,24 @@ def run(args: argparse.Namespace) -> int:
                      latency=args.latency / 1000) as s:
             hexes: dict[str, set[str]] = {}
 
+            stacked = bool(args.stack)
+
             def emit_json(ev: Any) -> None:
-                out.write(json_line(ev) + "\n")
+                line = json_line(ev)
+                out.write((with_stacks(line, ev) if stacked else line) + "\n")
 
             def emit_text(ev: Any) -> None:
-                out.write(text_line(ev, hexes[ev.probe]) + "\n")
+                line = text_line(ev, hexes[ev.probe]) + "\n"
+                out.write(line + stack_text(ev) if stacked else line)
 
             for p in probes:
                 xs = {a.name for a in p.args if (a.type or "x64").startswith("x")}
                 if args.quiet:
-                    h = s.add_batch(p, _count_batch)
-                elif len(probes) == 1:      # one probe: whole batches, in time order
+                    h = s.add_batch(p, _count_batch, stack=args.stack)
+                elif len(probes) == 1 and not stacked:   # one probe: whole batches, in order
                     h = s.add_batch(p, _json_batch(out) if args.json else _text_batch(out, xs))
-                else:                       # several: one time-ordered stream of events
-                    h = s.add(p, emit_json if args.json else emit_text)
+                else:                       # several, or stacks: a time-ordered stream of events
+                    h = s.add(p, emit_json if args.json else emit_text, stack=args.stack)
                 hexes[h.name] = xs
             s.start()
             if args.armed:

@@ -98,6 +98,11 @@ class Event:
     __slots__ = ("probe", "ts_ns", "cpu", "tid", "trace_flags", "preempt_count", "args",
                  "_comm", "_pid", "_tasks", "data")
 
+    #: stacks recorded with the event (``stack=`` on the probe): lists of
+    #: :class:`~kprobes.symbolize.Frame`, innermost first; None when not recorded
+    kstack: Any = None
+    ustack: Any = None
+
     def __init__(self, probe: str, ts_ns: int, cpu: int, tid: int, flags: int,
                  preempt_count: int, args: dict[str, Any], *, comm: str | None = None,
                  pid: int | None = None, tasks: TaskCache | None = None) -> None:

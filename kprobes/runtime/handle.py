@@ -64,6 +64,7 @@ class ProbeHandle:
     # batch handler (Session.add_batch), called with a reader.Batch (not named
     # here: the reader imports this module)
     batch: Callable[[Any], None] | None = None
+    stack: str | None = None                 # "kernel" | "user" | "both": stacks with events
 
     def apply(self, r: Resolved) -> None:
         """Take what the pre-flight resolved (called by the session only)."""

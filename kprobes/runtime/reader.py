@@ -192,7 +192,7 @@ class Batch:
     :meth:`events` gives the same rows as :class:`LazyEvent` objects.
     """
 
-    __slots__ = ("probe", "_segs", "_n", "_t", "_tasks", "_order", "_cols")
+    __slots__ = ("probe", "_segs", "_n", "_t", "_tasks", "_order", "_cols", "_stk", "_split")
 
     def __init__(self, probe: str, target: Stream, tasks: TaskCache) -> None:
         self.probe = probe
@@ -202,6 +202,8 @@ class Batch:
         self._tasks = tasks
         self._order: list[int] | None = None
         self._cols: dict[str, Any] = {}
+        self._stk: dict | None = None        # stacks of the rows (see .stacks)
+        self._split: Any = None
 
     def _add(self, cpu: int, page: bytes, recs: list[tuple[int, int, int]]) -> None:
         self._segs.append((cpu, page, recs))
@@ -325,7 +327,8 @@ class Batch:
     def events(self) -> list[LazyEvent]:
         """The rows as events (decoded lazily, like per-event handlers get them)."""
         t, tasks, name = self._t, self._tasks, self.probe
-        out = [LazyEvent(name, ts, cpu, page, start, ln, t, tasks)
+        make = LazyEvent if self._stk is None else self._split.event_factory(self._stk)
+        out = [make(name, ts, cpu, page, start, ln, t, tasks)
                for cpu, page, recs in self._segs for ts, start, ln in recs]
         if len({s[0] for s in self._segs}) > 1:
             out.sort(key=_BY_TS)
@@ -339,12 +342,13 @@ class Cycle:
     """What one read cycle got: per page ``(cpu, page, records)``, and per
     handle the records that are its events (:meth:`events`, :meth:`batches`)."""
 
-    __slots__ = ("reader", "pages", "n")
+    __slots__ = ("reader", "pages", "n", "stk")
 
     def __init__(self, reader: Reader, pages: list[tuple[int, bytes, list[tuple[int, int, int]]]],
-                 ) -> None:
+                 stk: dict | None = None) -> None:
         self.reader = reader
         self.pages = pages
+        self.stk = stk          # (id(page), start) -> the event's stack records
         self.n = sum(len(p[2]) for p in pages)
 
     def __len__(self) -> int:
@@ -380,13 +384,14 @@ class Cycle:
         ``only``: ids (``id(handle)``) of the handles to make events for.
         """
         tasks = self.reader.tasks
+        make = LazyEvent if self.stk is None else self.reader.stacks.event_factory(self.stk)
         out: list[LazyEvent] = []
         cpus = set()
         for target, cpu, page, recs in self._split():
             if only is not None and id(target.handle) not in only:
                 continue
             name = target.handle.name
-            out += [LazyEvent(name, ts, cpu, page, start, ln, target, tasks)
+            out += [make(name, ts, cpu, page, start, ln, target, tasks)
                     for ts, start, ln in recs]
             cpus.add(cpu)
         if len(cpus) > 1 or self.reader.single is None:
@@ -404,6 +409,8 @@ class Cycle:
             hb = out.get(id(h))
             if hb is None:
                 hb = out[id(h)] = (h, Batch(h.name, target, tasks))
+                if self.stk is not None:
+                    hb[1]._stk, hb[1]._split = self.stk, self.reader.stacks
             hb[1]._add(cpu, page, recs)
         return list(out.values())
 
@@ -461,6 +468,7 @@ class Reader:
         self.pages_read = 0
         self._poll = select.poll()
         self._wake: set[int] = set()
+        self.stacks: Any = None     # a runtime.stacks.StackSplitter when stacks are recorded
 
     def open(self) -> None:
         for cpu in range(self.ncpus):
@@ -539,6 +547,8 @@ class Reader:
                 pages.append((cpu, page, recs))
         if pages:
             self.tasks.new_batch()
+        if self.stacks is not None:
+            return Cycle(self, *self.stacks.split(pages))
         return Cycle(self, pages)
 
     def read_available(self) -> list[tuple[ProbeHandle, Event]]:

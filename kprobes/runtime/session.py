@@ -42,6 +42,8 @@ from .signals import (
     restore_sigterm,
     unblock_signals,
 )
+from .stackcount import StackCounts
+from .stacks import enable_stacks, entry_ret_arg, parse_kind
 
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
@@ -116,15 +118,19 @@ class Session:
 
     # -- describing ----------------------------------------------------------
     def add(self, probe: Probe | str, handler: Handler | None = None, *,
-            name: str | None = None) -> ProbeHandle:
-        """Add a probe (a value or a CLI spec string) with its handler."""
+            name: str | None = None, stack: str | None = None) -> ProbeHandle:
+        """Add a probe (a value or a CLI spec string) with its handler.
+
+        ``stack``: ``"kernel"``, ``"user"`` or ``"both"``: the events carry
+        ``ev.kstack`` / ``ev.ustack`` (see :mod:`.stacks`)."""
         if self._started:
             raise KprobesError("probes must be added before the session starts")
         if isinstance(probe, str):
             probe = parse_spec(probe)
+        probe = entry_ret_arg(probe, parse_kind(stack)[1])
         name = name or probe.name or probe.default_name()
         name = self._unique(name)
-        h = ProbeHandle(name=name, probe=probe, handler=handler)
+        h = ProbeHandle(name=name, probe=probe, handler=handler, stack=stack)
         if handler is not None:
             h.bind = _binding(handler, probe)
         self.handles.append(h)
@@ -143,21 +149,22 @@ class Session:
         self._names.add(name)
         return name
 
-    def _decorator(self, probe: Probe) -> Callable[[Handler], Handler]:
+    def _decorator(self, probe: Probe, stack: str | None = None) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
-            self.add(probe, fn)
+            self.add(probe, fn, stack=stack)
             return fn
         return deco
 
     def kprobe(self, where: str, *, args: Iterable[FetchArg | str] = (),
                filter: str | None = None, name: str | None = None,
-               post: Handler | None = None) -> Callable[[Handler], Handler]:
+               post: Handler | None = None, stack: str | None = None,
+               ) -> Callable[[Handler], Handler]:
         """Decorator: kernel probe at ``[MOD:]SYM[+OFF]`` or ``0xADDR``; the
         decorated function is the pre-handler, ``post`` the post-handler."""
         p = _with(parse_spec(f"p:{where}"), args, filter, name)
 
         def deco(fn: Handler) -> Handler:
-            self.add_kprobe(p, fn, post)
+            self.add_kprobe(p, fn, post, stack=stack)
             return fn
         return deco
 
@@ -217,7 +224,7 @@ class Session:
         return ret
 
     def add_kprobe(self, probe: Probe | str, pre: Handler | None = None,
-                   post: Handler | None = None) -> ProbeHandle:
+                   post: Handler | None = None, *, stack: str | None = None) -> ProbeHandle:
         """A kprobe with a pre-handler and, optionally, a post-handler.
 
         The post-handler is realised as a second probe at the next instruction
@@ -225,7 +232,7 @@ class Session:
         for the same hit, on the same CPU, right after the probed instruction.
         """
         probe = _kind(probe, KProbe, None, "add_kprobe needs a kernel entry probe (p:SYM[+OFF])")
-        h = self.add(probe, pre)
+        h = self.add(probe, pre, stack=stack)
         if post is not None:
             ph = self.add(probe, post, name=f"{h.name}_post")
             ph.post_of = h
@@ -275,9 +282,10 @@ class Session:
         return h
 
     def uprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
-               filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+               filter: str | None = None, name: str | None = None,
+               stack: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: user probe at ``PATH:SYM[+OFF]`` (or ``0xFILEOFF``)."""
-        return self._decorator(_with(parse_spec(f"u:{path}:{where}"), args, filter, name))
+        return self._decorator(_with(parse_spec(f"u:{path}:{where}"), args, filter, name), stack)
 
     def add_uprobe(self, probe: UProbe | str, handler: Handler | None = None) -> ProbeHandle:
         """Add a user probe (a :class:`UProbe` or a spec ``u:PATH:SYM[+OFF] [ARGS]``)."""
@@ -285,9 +293,10 @@ class Session:
                                                         "(u:PATH:SYM[+OFF])"), handler)
 
     def uretprobe(self, path: str, where: str, *, args: Iterable[FetchArg | str] = (),
-                  filter: str | None = None, name: str | None = None) -> Callable[[Handler], Handler]:
+                  filter: str | None = None, name: str | None = None,
+                  stack: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: user return probe at ``PATH:SYM``."""
-        return self._decorator(_with(parse_spec(f"ur:{path}:{where}"), args, filter, name))
+        return self._decorator(_with(parse_spec(f"ur:{path}:{where}"), args, filter, name), stack)
 
     def add_uretprobe(self, probe: URetProbe | str, handler: Handler | None = None
                       ) -> ProbeHandle:
@@ -296,9 +305,10 @@ class Session:
                                                       "probe (ur:PATH:SYM)"), handler)
 
     def tracepoint(self, what: str, *, filter: str | None = None,
-                   name: str | None = None) -> Callable[[Handler], Handler]:
+                   name: str | None = None, stack: str | None = None,
+                   ) -> Callable[[Handler], Handler]:
         """Decorator: tracepoint ``GROUP:EVENT``."""
-        return self._decorator(_with(parse_spec(f"t:{what}"), (), filter, name))
+        return self._decorator(_with(parse_spec(f"t:{what}"), (), filter, name), stack)
 
     def add_tracepoint(self, probe: Tracepoint | str, handler: Handler | None = None
                        ) -> ProbeHandle:
@@ -306,9 +316,10 @@ class Session:
         return self.add(_kind(probe, Tracepoint, None, "add_tracepoint needs a tracepoint "
                                                        "(t:GROUP:EVENT)"), handler)
 
-    def trace(self, spec: str, *, filter: str | None = None) -> Callable[[Handler], Handler]:
+    def trace(self, spec: str, *, filter: str | None = None,
+              stack: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator taking a full CLI spec string."""
-        return self._decorator(parse_spec(spec, filter=filter))
+        return self._decorator(parse_spec(spec, filter=filter), stack)
 
     # -- creating ------------------------------------------------------------
     @property
@@ -344,12 +355,14 @@ class Session:
             assert inst is not None
             for h in self.handles:
                 self._create(h)
+            split = enable_stacks(inst, tfs, self.handles, self._undo)
             # helper probes first: a kretprobe's entry half is recording before
             # its return half reports anything, so no reported return can have
             # entered unseen
             for h in sorted(self.handles, key=lambda h: not h.hidden):
                 self._enable(h)
             self._reader = Reader(inst, tfs, self.handles, tasks_needed=True)
+            self._reader.stacks = split
             self._undo.append(("close ring buffers", self._reader.close))
             self._reader.open()
             for fd in self._wake_fds:
@@ -630,7 +643,7 @@ class Session:
 
     # -- batches and back-pressure -------------------------------------------
     def add_batch(self, probe: Probe | str, handler: Callable[[Batch], None], *,
-                  name: str | None = None) -> ProbeHandle:
+                  name: str | None = None, stack: str | None = None) -> ProbeHandle:
         """Add a probe whose handler takes a whole :class:`~.reader.Batch` per read cycle.
 
         >>> total = 0                                            # doctest: +SKIP
@@ -647,7 +660,7 @@ class Session:
         ``events()`` gives the rows as events. Same accounting as per-event
         handlers: ``stats().probes[NAME].events`` counts the rows delivered.
         """
-        h = self.add(probe, None, name=name)
+        h = self.add(probe, None, name=name, stack=stack)
         h.batch = handler
         return h
 
@@ -668,6 +681,24 @@ class Session:
         if not any(x is h for x in self.handles):
             raise KprobesError(f"probe {h.name} was not added to this session")
         return h
+
+    def stacks(self, probe: Probe | str, kind: str = "kernel", *,
+               name: str | None = None) -> StackCounts:
+        """Count the distinct ``kind`` stacks (``kernel``, ``user``, ``both``) at a probe.
+
+        >>> counts = s.stacks("u:/tmp/chain:leaf", kind="user")    # doctest: +SKIP
+        >>> s.run(duration=1); print(counts.to_folded())            # doctest: +SKIP
+        main;top;mid;leaf 1000
+
+        The result fills while the session runs (user stacks are symbolized
+        when first seen, while the process still exists); see
+        :class:`~.stackcount.StackCounts` for ``rows()``, ``to_folded()``,
+        ``to_svg(path)``.
+        """
+        counts = StackCounts(kind)
+        h = self.add_batch(probe, counts.add_batch, name=name, stack=kind)
+        counts.handle = h
+        return counts
 
     def batch(self, spec: str, *, filter: str | None = None,
               name: str | None = None) -> Callable[[Handler], Handler]:

@@ -1,0 +1,58 @@
+/* A known call chain for stack tests: main -> top -> mid -> leaf, N times.
+ *
+ *   stackchain N     call top() N times; leaf() does one getppid() syscall
+ * Built with -fno-omit-frame-pointer (user stacks follow frame pointers).
+ * With -w first, it reads one byte from stdin before starting.
+ * It prints "done N" when finished.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+volatile long sink;
+
+#ifdef CHAIN_LIB
+long lib_leaf(long x);      /* in libchain.so, built by the test */
+#endif
+
+__attribute__((noinline)) long leaf(long x)
+{
+	sink += syscall(SYS_getppid);
+#ifdef CHAIN_LIB
+	sink += lib_leaf(x);
+#endif
+	return x + 1;
+}
+
+__attribute__((noinline)) long mid(long x)
+{
+	long r = leaf(x) * 3;
+	sink += r;
+	return r;
+}
+
+__attribute__((noinline)) long top(long x)
+{
+	long r = mid(x) + 7;
+	sink += r;
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	int a = 1;
+	char c;
+	if (argc > a && strcmp(argv[a], "-w") == 0) {
+		a++;
+		if (read(0, &c, 1) < 0)
+			return 2;
+	}
+	long n = argc > a ? atol(argv[a]) : 1;
+	for (long i = 0; i < n; i++)
+		sink += top(i);
+	printf("done %ld\n", n);
+	return 0;
+}
