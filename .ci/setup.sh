@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 # qemu-system-x86: the VM; kmod (depmod/modprobe), busybox-static and udev are what
 # virtme-ng needs on the host (the guest runs the host's udevd: without it the
 # command's output and exit status are lost); gcc/libc6-dev build tests/targets.
-packages=(qemu-system-x86 kmod busybox-static udev bpftrace gcc libc6-dev
+packages=(qemu-system-x86 kmod busybox-static udev bpftrace gcc libc6-dev chromium binutils
           python3 python3-venv python3-pip ca-certificates debian-archive-keyring)
 missing=()
 for p in "${packages[@]}"; do

@@ -33,6 +33,7 @@ __all__ = ["main", "build_parser", "format_error", "SUBCOMMANDS"]
 #: is ``kprobes.cli.<name>``.
 SUBCOMMANDS: dict[str, str] = {
     "trace": "trace probes and print each event",
+    "stacks": "count distinct kernel/user stacks at a probe; flame graphs",
     "list": "list probeable functions, tracepoints, or a binary's symbols",
     "info": "kernel support, or a function prototype / struct from BTF",
     "clean": "remove probes and instances left by dead kprobes sessions",

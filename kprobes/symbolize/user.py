@@ -58,7 +58,7 @@ def read_maps(pid: int, root: str = "/proc") -> list[Mapping] | None:
         out.append(Mapping(int(lo, 16), int(hi, 16), int(parts[2], 16),
                            path.removesuffix(" (deleted)")))
     out.sort()
-    return out
+    return out or None          # an exiting process shows no mappings: same as gone
 
 
 class _Task:
@@ -148,10 +148,14 @@ class UserSymbolizer:
             key = addr - 1 if i else addr
             m = t.find(key) if t is not None else None
             if m is None and t is not None and not t.refreshed:
-                t.refreshed = True
+                t.refreshed = True          # exec, dlopen: read the maps again
                 maps = read_maps(tgid, self.proc)
+                if maps is None:            # gone meanwhile: place the probed file
+                    h = self._from_hint(tgid, addrs, hint)
+                    maps = h.maps if h is not None else None
                 if maps is not None:
                     t.maps, t.starts = maps, [x.start for x in maps]
+                    self._tasks[tgid] = t
                     m = t.find(key)
             out.append(self._frame(addr, key, m))
         return out

@@ -2,7 +2,8 @@
  *
  *   stackchain N     call top() N times; leaf() does one getppid() syscall
  * Built with -fno-omit-frame-pointer (user stacks follow frame pointers).
- * With -w first, it reads one byte from stdin before starting.
+ * With -w first, it reads one byte from stdin before starting and, when done,
+ * waits for stdin to close before exiting (so a tracer can still read its maps).
  * It prints "done N" when finished.
  */
 #define _GNU_SOURCE
@@ -43,10 +44,11 @@ __attribute__((noinline)) long top(long x)
 
 int main(int argc, char **argv)
 {
-	int a = 1;
+	int a = 1, wait = 0;
 	char c;
 	if (argc > a && strcmp(argv[a], "-w") == 0) {
 		a++;
+		wait = 1;
 		if (read(0, &c, 1) < 0)
 			return 2;
 	}
@@ -54,5 +56,8 @@ int main(int argc, char **argv)
 	for (long i = 0; i < n; i++)
 		sink += top(i);
 	printf("done %ld\n", n);
+	fflush(stdout);
+	while (wait && read(0, &c, 1) > 0)
+		;
 	return 0;
 }

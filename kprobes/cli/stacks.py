@@ -1,0 +1,99 @@
+"""``kprobes stacks SPEC``: count the distinct stacks at a probe (like bcc's stackcount)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..probes.spec import SPEC_HELP, parse_spec
+from ..runtime.session import Session
+from .trace import _Child, _pidfd, _Watch
+
+__all__ = ["register", "run"]
+
+EXAMPLES = """examples:
+  kprobes stacks 'u:/usr/bin/python3:PyObject_Malloc' --user -d 5
+  kprobes stacks 'p:do_sys_openat2' --kernel --folded -c 'cat /etc/hostname' > out.folded
+  kprobes stacks 't:syscalls:sys_enter_write' --both -p 1234 --svg write.svg
+
+Output: each stack innermost frame first, then its count, most frequent last.
+--folded: root-first frames joined by ';', a space, the count (flamegraph.pl,
+inferno, speedscope read it). User stacks follow frame pointers: code built
+without them loses frames.
+
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stacks", help="count distinct kernel/user stacks at a probe; flame graphs",
+        description="Record the stack with every event of SPEC, count the distinct stacks, "
+                    "and print them when the run ends (Ctrl-C, -d, or when the -c command "
+                    "or -p process exits).",
+        epilog=EXAMPLES + SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", metavar="SPEC", help="probe spec (quoted)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--kernel", dest="kind", action="store_const", const="kernel",
+                      help="kernel stacks (the default)")
+    kind.add_argument("--user", dest="kind", action="store_const", const="user",
+                      help="user stacks")
+    kind.add_argument("--both", dest="kind", action="store_const", const="both",
+                      help="kernel and user stacks")
+    p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("-p", "--pid", type=int, help="only this process; end when it exits")
+    who.add_argument("-c", "--command", metavar="'CMD ARGS'",
+                     help="run CMD with the probe armed; count only it; end when it exits")
+    p.add_argument("--filter", metavar="EXPR", help="in-kernel filter for the probe")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--folded", action="store_true", help="folded stacks, one per line")
+    out.add_argument("--svg", metavar="FILE", help="write an interactive flame graph to FILE")
+    out.add_argument("--json", action="store_true", help="one JSON object with every stack")
+    p.add_argument("--buffer-kb", type=int, metavar="KB", help="per-CPU ring buffer size")
+    p.set_defaults(func=run, kind="kernel")
+
+
+def run(args: argparse.Namespace) -> int:
+    probe = parse_spec(args.spec, filter=args.filter)
+    child = _Child(args.command) if args.command else None
+    target = _pidfd(args.pid) if args.pid else None
+    try:
+        with Session(buffer_kb=args.buffer_kb, pid=child.pid if child else args.pid) as s:
+            counts = s.stacks(probe, kind=args.kind)
+            s.start()
+            # on stderr, always: a script may wait for it before starting its workload
+            print(f"Counting {args.kind} stacks at {counts.handle.name}. Ctrl-C to end.",
+                  file=sys.stderr, flush=True)
+            if child:
+                if child.pidfd is not None:
+                    s.wake_on(child.pidfd)
+                child.go()
+            elif target is not None:
+                s.wake_on(target)
+            s.run(duration=args.duration, until=_Watch(s, child, target=target))
+            stats = s.stats()
+        if args.folded:
+            text = counts.to_folded()
+            print(text) if text else None
+        elif args.json:
+            print(json.dumps(counts.to_json()))
+        elif args.svg:
+            counts.to_svg(args.svg, title=f"{args.kind} stacks: {args.spec}")
+            print(f"wrote {args.svg}: {len(counts.rows())} stacks, {counts.total} events",
+                  file=sys.stderr)
+        else:
+            text = counts.to_text()
+            if text:
+                print(text)
+        if counts.missing or stats.lost:
+            print(f"kprobes: {counts.missing} events without a stack, {stats.lost} lost in the "
+                  "ring buffer", file=sys.stderr)
+    finally:
+        for fd in (target, child.pidfd if child else None):
+            if fd is not None:
+                os.close(fd)
+        if child and child.status is None and not child.exited():
+            child.kill()
+    return 0

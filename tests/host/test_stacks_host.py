@@ -1,0 +1,192 @@
+"""Host: user and kernel stacks on uprobes and tracepoints, counted stacks, symbolization
+(PIE, shared library, stripped binary with a build-id debug file)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+from kprobes.kernel.elf import vaddr_to_offset
+from kprobes.runtime.session import Session
+from kprobes.symbolize import UserSymbolizer
+from kprobes.symbolize.elfsyms import build_id_path, load_symtab
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = os.path.join(HERE, "targets")
+CHAIN = ["leaf", "mid", "top", "main"]
+N = 50
+
+
+def _gcc(out: str, *args: str) -> str:
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", *args, "-o", out], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc")
+    d = str(tmp_path_factory.mktemp("stacks"))
+    src = os.path.join(TARGETS, "stackchain.c")
+    out = {"exe": _gcc(f"{d}/chain", "-no-pie", src),
+           "pie": _gcc(f"{d}/chain_pie", "-fPIE", "-pie", src),
+           "lib": _gcc(f"{d}/libchain.so", "-fPIC", "-shared", os.path.join(TARGETS, "libchain.c"))}
+    out["uselib"] = _gcc(f"{d}/chain_lib", "-DCHAIN_LIB", src, f"-L{d}", "-lchain",
+                         f"-Wl,-rpath,{d}")
+    # a stripped copy whose symbols are only in a debug file found by build-id
+    stripped = f"{d}/chain_stripped"
+    shutil.copy(out["exe"], stripped)
+    bid = load_symtab(out["exe"]).build_id
+    assert bid, "gcc on this host should write a build-id note"
+    dbg = build_id_path(bid, f"{d}/debug")
+    os.makedirs(os.path.dirname(dbg))
+    subprocess.run(["objcopy", "--only-keep-debug", out["exe"], dbg], check=True)
+    subprocess.run(["strip", "-s", stripped], check=True)
+    out["stripped"], out["debug_root"] = stripped, f"{d}/debug"
+    return out
+
+
+def _run_traced(binary: str, spec: str, n: int = N, stack: str = "user",
+                **kw: object) -> list[object]:
+    """Trace ``spec`` while ``binary -w n`` runs (started first, armed, then let go;
+    it exits once its n events are in)."""
+    evs: list[object] = []
+    p = subprocess.Popen([binary, "-w", str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        with Session(pid=p.pid) as s:
+            s.add(spec, lambda ev: evs.append((ev.ustack, ev.kstack, ev.ustack_addrs)),
+                  stack=stack)
+            s.start()
+            p.stdin.write(b"g")
+            p.stdin.flush()
+            s.run(until=lambda: len(evs) >= n, duration=60)
+            p.stdin.close()
+            p.wait()
+            s.run(duration=0.05)
+    finally:
+        p.kill()
+        p.wait()
+    return evs
+
+
+def _names(frames: list[object]) -> list[str | None]:
+    return [f.symbol for f in frames]
+
+
+def test_uprobe_user_stack_is_the_exact_chain(tracefs: object, bins: dict[str, str]) -> None:
+    evs = _run_traced(bins["exe"], f"u:{bins['exe']}:leaf")
+    assert len(evs) == N
+    for ustack, kstack, _raw in evs:
+        assert kstack is None
+        assert _names(ustack)[:4] == CHAIN, [str(f) for f in ustack]
+        assert all(f.module == bins["exe"] for f in ustack[:4])
+        assert ustack[0].offset == 0
+
+
+def test_pie_and_shared_library_resolve_by_name(tracefs: object, bins: dict[str, str]) -> None:
+    evs = _run_traced(bins["pie"], f"u:{bins['pie']}:mid", n=5)
+    assert len(evs) == 5
+    for ustack, _k, raw in evs:
+        assert raw[0] > 0x500000000000       # really loaded at a randomized PIE base
+        assert _names(ustack)[:3] == ["mid", "top", "main"]
+    evs = _run_traced(bins["uselib"], f"u:{bins['lib']}:lib_leaf", n=5)
+    assert len(evs) == 5
+    for ustack, _k, _raw in evs:
+        assert _names(ustack)[:5] == ["lib_leaf", *CHAIN]
+        assert ustack[0].module == bins["lib"] and ustack[1].module == bins["uselib"]
+
+
+def test_stripped_binary_resolves_through_build_id_debug_file(tracefs: object,
+                                                              bins: dict[str, str]) -> None:
+    exe = bins["stripped"]
+    off = vaddr_to_offset(bins["exe"], load_symtab(bins["exe"]).starts[
+        load_symtab(bins["exe"]).names.index("leaf")])
+    evs = _run_traced(exe, f"u:{exe}:0x{off:x}", n=3)
+    assert len(evs) == 3
+    raw = evs[0][2]
+    # without the debug root: no names, but never a wrong one
+    plain = UserSymbolizer(debug_root="/nonexistent").frames(0, raw, hint=(exe, off))
+    assert [f.symbol for f in plain[:3]] == [None, None, None]
+    assert str(plain[0]) == f"0x{raw[0]:x} [{exe}]"
+    frames = UserSymbolizer(debug_root=bins["debug_root"]).frames(0, raw, hint=(exe, off))
+    # entry at a raw offset: the caller's frame (mid) is not linked yet, so it is skipped
+    assert _names(frames)[:3] == ["leaf", "top", "main"]
+    assert load_symtab(exe, bins["debug_root"]).sources[0].endswith(".debug")
+
+
+def test_cli_stacks_folded_counts_the_chain(tracefs: object, bins: dict[str, str]) -> None:
+    exe = bins["exe"]
+    p = subprocess.Popen([exe, "-w", str(N)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    cli = subprocess.Popen([sys.executable, "-m", "kprobes", "stacks", f"u:{exe}:leaf", "--user",
+                            "--folded", "-p", str(p.pid)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Counting user stacks" in cli.stderr.readline()
+        p.stdin.write(b"g")
+        p.stdin.flush()
+        assert p.stdout is None
+        p.stdin.close()       # it exits when done: the run ends with it
+        out, err = cli.communicate(timeout=60)
+    finally:
+        p.kill()
+        cli.kill()
+        p.wait()
+    lines = [ln for ln in out.splitlines() if ln]
+    assert len(lines) == 1, out + err
+    frames, count = lines[0].rsplit(" ", 1)
+    assert "main;top;mid;leaf" in frames and frames.endswith("main;top;mid;leaf")
+    assert int(count) == N
+
+
+def test_cli_trace_stack_kernel_shows_the_syscall_path(tracefs: object) -> None:
+    r = run_cli("trace", "t:sched:sched_process_fork", "--stack", "kernel", "-c",
+                "sh -c 'ls / >/dev/null; true'")
+    assert r.returncode == 0, r.stderr
+    frames = [ln.strip() for ln in r.stdout.splitlines() if ln.startswith("\t")]
+    names = [f.split("+")[0] for f in frames]
+    assert "do_syscall_64" in names, r.stdout
+    assert any(n.startswith(("__x64_sys_", "__do_sys_")) for n in names), r.stdout
+    assert "kernel_clone" in names
+
+
+def test_cli_trace_json_stacks(tracefs: object, bins: dict[str, str]) -> None:
+    import json
+    r = run_cli("trace", f"u:{bins['exe']}:leaf", "--stack", "both", "--json", "-c",
+                f"{bins['exe']} 3")
+    assert r.returncode == 0, r.stderr
+    evs = [json.loads(ln) for ln in r.stdout.splitlines() if '"probe"' in ln]
+    # the count is checked with -p above: under -c with user stacks the kernel at times
+    # records only the first hit (open problem, see README "Stacks and flame graphs")
+    assert 1 <= len(evs) <= 3
+    for ev in evs:
+        assert [s.split("+")[0] for s in ev["ustack"][:4]] == CHAIN
+        assert ev["ustack"][0] == f"leaf+0x0 [{bins['exe']}]"
+        assert ev["kstack"] and all(isinstance(s, str) for s in ev["kstack"])
+
+
+def test_library_stacks_to_folded_and_svg(tracefs: object, bins: dict[str, str],
+                                          tmp_path: object) -> None:
+    p = subprocess.Popen([bins["exe"], "-w", "7"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        with Session(pid=p.pid) as s:
+            counts = s.stacks(f"u:{bins['exe']}:leaf", kind="user")
+            s.start()
+            p.stdin.write(b"g")
+            p.stdin.flush()
+            s.run(until=lambda: counts.events >= 7, duration=60)
+            p.stdin.close()
+            p.wait()
+            s.run(duration=0.05)
+    finally:
+        p.kill()
+        p.wait()
+    rows = counts.rows()
+    assert len(rows) == 1 and rows[0].count == 7 and list(rows[0].ustack[:4]) == CHAIN
+    assert counts.to_folded().endswith("main;top;mid;leaf 7")
+    svg = counts.to_svg(str(tmp_path / "u.svg"))
+    assert os.path.exists(tmp_path / "u.svg") and 'data-name="leaf"' in svg
