@@ -1,14 +1,23 @@
-"""Cost per traced call with stacks: kprobes ``trace --stack user|kernel`` against
-bpftrace printing ``ustack``/``kstack`` on the same uprobe, same run.
+"""Stacks: cost per traced call and consumer CPU, kprobes against bpftrace, same run.
 
-Per-call cost = (wall time with N calls - wall time with 0 calls) / N, which
-includes start-up differences cancelling out and the consumer keeping up
-(everything is printed to /dev/null). Usage: ``python bench/stacks.py [N]``.
+1. Cost per traced call: the target (tests/targets/stackchain.c, frame
+   pointers, main -> top -> mid -> leaf, leaf does one getppid()) times its own
+   loop; cost = (traced ns/call - untraced ns/call). User stacks: a uprobe on
+   ``leaf``; kernel stacks: the host tracepoint ``syscalls:sys_enter_getppid``
+   of the target. kprobes ``trace --stack user|kernel`` (text, to a file)
+   against bpftrace printing ``ustack`` / ``kstack`` (to a file); both print
+   every stack symbolized. Also the consumer's CPU per event (the tracer's
+   own user+system time, from wait4) and how many events each printed.
+2. Symbolization alone, per stack: cold (new symbolizer, empty file cache:
+   reads /proc/PID/maps, loads the ELF symbols / kallsyms) and warm.
+
+Usage: ``python bench/stacks.py [N]`` (default 20000 calls; root; gcc, bpftrace).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,44 +25,160 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 SRC = os.path.join(HERE, "..", "tests", "targets", "stackchain.c")
 
+from kprobes.runtime.session import Session  # noqa: E402
+from kprobes.symbolize import KernelSymbolizer, UserSymbolizer, elfsyms  # noqa: E402
 
-def wall(cmd: list[str]) -> float:
+
+def _settled(files: list[str], p: subprocess.Popen) -> None:
+    """Wait until the target said 'done' and the outputs stopped growing for 0.5 s."""
+    last, since = -1, time.monotonic()
+    while p.poll() is None:
+        size, done = 0, False
+        for fn in files:
+            try:
+                with open(fn, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            size += len(data)
+            done = done or b"\ndone " in b"\n" + data
+        if size != last:
+            last, since = size, time.monotonic()
+        elif done and time.monotonic() - since > 0.5:
+            return
+        time.sleep(0.05)
+
+
+def run(cmd: list[str], out: str, events: str) -> tuple[float, float, str]:
+    """(target ns/call, tracer CPU s, tracer stderr) of one traced run. The target
+    (``-w``) starts on a byte from stdin and exits when stdin closes: after the
+    tracer printed everything (bpftrace aborts when it symbolizes the user stack
+    of a process that already exited: it reads /proc/PID/exe)."""
+    with open(out, "w") as f, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=f, stderr=err, stdin=subprocess.PIPE)
+        p.stdin.write(b"g")
+        p.stdin.flush()
+        _settled([out, events], p)
+        p.stdin.close()
+        _pid, status, ru = os.wait4(p.pid, 0)
+        err.seek(0)
+        e = err.read()
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{cmd[0]} failed: {e[-500:]}")
+    with open(out) as f:
+        text = f.read()
+    m = re.search(r"^done (\d+) (\d+)$", text + "\n" + e, re.M)
+    if m is None:
+        raise RuntimeError(f"no 'done' line from the target of {cmd[:3]}")
+    return int(m[2]) / int(m[1]), ru.ru_utime + ru.ru_stime, e
+
+
+def base_ns(exe: str, n: int) -> float:
+    best = float("inf")
+    for _ in range(3):
+        out = subprocess.run([exe, str(n)], capture_output=True, text=True, check=True).stdout
+        m = re.search(r"done (\d+) (\d+)", out)
+        assert m is not None
+        best = min(best, int(m[2]) / int(m[1]))
+    return best
+
+
+def per_call(exe: str, n: int, d: str) -> None:
+    base = base_ns(exe, n)
+    kp = [sys.executable, "-m", "kprobes", "trace"]
+    tp = "syscalls:sys_enter_getppid"
+    cases = [
+        ("user", "kprobes", kp + [f"u:{exe}:leaf", "--stack", "user", "-c", f"{exe} -w {n}"]),
+        ("user", "bpftrace", ["bpftrace", "-e",
+                              f'uprobe:{exe}:leaf {{ printf("%s\\n", ustack); }}',
+                              "-c", f"{exe} -w {n}"]),
+        ("kernel", "kprobes", kp + [f"t:{tp}", "--stack", "kernel", "-c", f"{exe} -w {n}"]),
+        ("kernel", "bpftrace", ["bpftrace", "-e",
+                                f'tracepoint:{tp.replace(":", ":")} /pid == cpid/ '
+                                f'{{ printf("%s\\n", kstack); }}', "-c", f"{exe} -w {n}"]),
+    ]
+    if not shutil.which("bpftrace"):
+        cases = [c for c in cases if c[1] == "kprobes"]
+    print(f"target: {n} calls of main->top->mid->leaf, untraced {base:.0f} ns/call")
+    print(f"{'stack':<7} {'tool':<9} {'ns/call':>9} {'cost ns':>9} {'events':>7} "
+          f"{'tracer CPU us/event':>20}")
+    res: dict[tuple[str, str], float] = {}
+    for kind, tool, cmd in cases:
+        out = os.path.join(d, f"{kind}-{tool}.out")
+        evf = out
+        if tool == "kprobes":
+            evf = os.path.join(d, f"{kind}-{tool}.events")
+            cmd = cmd + ["-o", evf]
+        ns, cpu, _err = run(cmd, out, evf)
+        with open(evf) as f:
+            text = f.read()
+        if tool == "kprobes":
+            events = sum(1 for ln in text.splitlines() if ln and not ln.startswith(("\t", "done")))
+        else:
+            first = "leaf+0" if kind == "user" else "syscall_trace_enter"
+            events = sum(1 for ln in text.splitlines() if ln.strip().startswith(first))
+        res[kind, tool] = ns - base
+        print(f"{kind:<7} {tool:<9} {ns:9.0f} {ns - base:9.0f} {events:7d} "
+              f"{cpu / max(events, 1) * 1e6:20.1f}")
+    for kind in ("user", "kernel"):
+        a, b = res.get((kind, "kprobes")), res.get((kind, "bpftrace"))
+        if a is not None and b:
+            print(f"{kind} stacks: cost per traced call, kprobes / bpftrace = {a / b:.2f}")
+
+
+def symbolize(exe: str, n: int) -> None:
+    """Per-stack symbolization time, cold and warm, on stacks recorded from the target."""
+    raw: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = []
+    p = subprocess.Popen([exe, "-w", str(n)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        with Session(pid=p.pid) as s:
+            def keep(ev: object) -> None:
+                raw.append((ev.pid, ev.ustack_addrs, ev.kstack_addrs))  # type: ignore[attr-defined]
+            s.add(f"u:{exe}:leaf", keep, stack="both")
+            s.start()
+            p.stdin.write(b"g")
+            p.stdin.flush()
+            s.run(until=lambda: len(raw) >= n, duration=120)
+            elfsyms._cache.clear()
+            t = time.perf_counter()
+            us = UserSymbolizer()
+            us.frames(raw[0][0], raw[0][1])
+            u_cold = time.perf_counter() - t
+            t = time.perf_counter()
+            for tgid, ua, _ka in raw:
+                us.frames(tgid, ua)
+            u_warm = (time.perf_counter() - t) / len(raw)
+    finally:
+        p.stdin.close()
+        p.wait()
     t = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    if r.returncode:
-        return float("nan")       # e.g. bpftrace aborting (reported as nan)
-    return time.perf_counter() - t
+    ks = KernelSymbolizer()
+    ks.frames(raw[0][2])
+    k_cold = time.perf_counter() - t
+    t = time.perf_counter()
+    for _tgid, _ua, ka in raw:
+        ks.frames(ka)
+    k_warm = (time.perf_counter() - t) / len(raw)
+    print(f"symbolize one user stack ({len(raw[0][1])} frames): cold {u_cold * 1e3:.1f} ms "
+          f"(maps + ELF symbols of {exe} and libc), warm {u_warm * 1e6:.1f} us")
+    print(f"symbolize one kernel stack ({len(raw[0][2])} frames): cold {k_cold * 1e3:.1f} ms "
+          f"(kallsyms), warm {k_warm * 1e6:.1f} us")
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
     d = tempfile.mkdtemp()
-    exe = os.path.join(d, "chain")
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-no-pie", "-o", exe, SRC], check=True)
-    kp = [sys.executable, "-m", "kprobes", "trace", f"u:{exe}:leaf", "-o", "/dev/null"]
-    runs = {
-        "kprobes --stack user": lambda k: kp + ["--stack", "user", "-c", f"{exe} {k}"],
-        "bpftrace ustack": lambda k: ["bpftrace", "-e", f'uprobe:{exe}:leaf {{ printf("%s\\n", ustack); }}',
-                                      "-c", f"{exe} {k}"],
-        "kprobes --stack kernel": lambda k: kp + ["--stack", "kernel", "-c", f"{exe} {k}"],
-        "bpftrace kstack": lambda k: ["bpftrace", "-e", f'uprobe:{exe}:leaf {{ printf("%s\\n", kstack); }}',
-                                      "-c", f"{exe} {k}"],
-    }
-    if not shutil.which("bpftrace"):
-        runs = {k: v for k, v in runs.items() if k.startswith("kprobes")}
-    per: dict[str, float] = {}
-    for name, cmd in runs.items():
-        t0 = min(wall(cmd(0)) for _ in range(2))
-        tn = min(wall(cmd(n)) for _ in range(2))
-        per[name] = (tn - t0) / n * 1e6
-        print(f"{name:<24} {per[name]:8.2f} us/call  (start-up {t0:.2f} s)")
-    for kind in ("user", "kernel"):
-        a, b = per.get(f"kprobes --stack {kind}"), per.get(f"bpftrace {kind[0]}stack")
-        if a and b:
-            print(f"{kind} stacks: kprobes / bpftrace = {a / b:.2f}")
-    shutil.rmtree(d)
+    try:
+        exe = os.path.join(d, "chain")
+        subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-no-pie", "-o", exe, SRC],
+                       check=True)
+        per_call(exe, n, d)
+        symbolize(exe, min(n, 5000))
+    finally:
+        shutil.rmtree(d)
 
 
 if __name__ == "__main__":

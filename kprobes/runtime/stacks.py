@@ -159,10 +159,12 @@ class StackSplitter:
             evs = out[i][2]
             opn = self.open.get(cpu, [])
             keep = []
-            while evs and opn and opn[-1][1] is evs[-1]:
-                page, rec, refs, _pid = opn.pop()
+            j = len(opn) - 1
+            while evs and j >= 0 and opn[j][1] is evs[-1]:
+                page, rec, refs, _pid = opn[j]   # stays open: its stacks come next cycle
                 keep.append((page, rec, refs))
                 evs.pop()
+                j -= 1
             if keep:
                 self.held[cpu] = keep[::-1]
         return [p for p in out if p[2]], stk

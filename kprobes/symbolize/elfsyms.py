@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import lzma
 import os
+import struct
 import threading
 from array import array
 from bisect import bisect_right
@@ -38,6 +39,8 @@ __all__ = ["ElfSymtab", "load_symtab", "build_id_path", "MAX_FILES", "DEBUG_ROOT
 MAX_FILES = 64
 DEBUG_ROOT = "/usr/lib/debug"
 _FUNC = {"STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS"}
+_SYM64 = struct.Struct("<IBBHQQ")        # Elf64_Sym, little-endian
+_STT_NOTYPE, _STT_FUNC, _STT_GNU_IFUNC = 0, 2, 10
 _SHF_EXECINSTR = 0x4
 
 
@@ -53,6 +56,7 @@ class ElfSymtab:
     names: list[str] = field(default_factory=list)
     sources: tuple[str, ...] = ()                          # what the symbols came from
     error: str | None = None                               # why the file gave nothing
+    key: tuple | None = None                               # (path, dev, ino, mtime, root)
 
     def vaddr_of_offset(self, off: int) -> int | None:
         """File offset -> virtual address (through the PT_LOAD segment holding it)."""
@@ -105,9 +109,37 @@ def _build_id(elf) -> str | None:  # noqa: ANN001
 
 
 def _funcs(elf, table: str, out: dict[int, tuple[str, int]]) -> bool:  # noqa: ANN001
+    """Add the function symbols of ``table`` to ``out`` (address -> (name, size)).
+
+    The entries are unpacked straight from the section bytes (pyelftools'
+    per-symbol objects cost ~0.4 s per 10k symbols; this ~10 ms)."""
     sec = elf.get_section_by_name(table)
-    if sec is None or sec.header["sh_type"] == "SHT_NOBITS":
+    if sec is None or sec.header["sh_type"] == "SHT_NOBITS" or not sec.header["sh_entsize"]:
         return False
+    if elf.elfclass != 64 or not elf.little_endian:
+        return _funcs_slow(elf, sec, out)
+    execs = {i for i, s in enumerate(elf.iter_sections()) if s.header["sh_flags"] & _SHF_EXECINSTR}
+    strtab = elf.get_section(sec.header["sh_link"]).data()
+    data = sec.data()
+    n = 0
+    find = strtab.find
+    for name_off, info, _other, shndx, value, size in _SYM64.iter_unpack(
+            data[: len(data) - len(data) % _SYM64.size]):
+        typ = info & 0xF
+        if not value or not shndx or not name_off:
+            continue
+        if typ not in (_STT_FUNC, _STT_GNU_IFUNC) and not (typ == _STT_NOTYPE and shndx in execs):
+            continue
+        old = out.get(value)
+        if old is None or (not old[1] and size):
+            end = find(b"\0", name_off)
+            name = strtab[name_off:end].decode(errors="replace")
+            out[value] = (name.partition("@")[0], size)
+        n += 1
+    return n > 0
+
+
+def _funcs_slow(elf, sec, out: dict[int, tuple[str, int]]) -> bool:  # noqa: ANN001
     execs = {i for i, s in enumerate(elf.iter_sections()) if s.header["sh_flags"] & _SHF_EXECINSTR}
     n = 0
     for s in sec.iter_symbols():
@@ -193,6 +225,7 @@ def load_symtab(path: str, debug_root: str = DEBUG_ROOT) -> ElfSymtab:
             _cache.move_to_end(key)
             return st
     st = _load(path, debug_root)
+    st.key = key
     with _lock:
         _cache[key] = st
         while len(_cache) > MAX_FILES:

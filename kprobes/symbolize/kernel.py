@@ -77,11 +77,16 @@ class KernelSymbolizer:
         if i < 0 or i + 1 >= len(addrs):
             f = Frame(key, None, 0, None)
         else:
-            # aliases share an address: the first is as good a name as any
+            # aliases share an address: take the first listed (kallsyms lists the
+            # global name before local aliases)
+            start = addrs[i]
+            while i > 0 and addrs[i - 1] == start:
+                i -= 1
             ln = self._lines[i]
             name, _, mod = ln[19:].partition(b"\t")
             module = mod.strip(b"[]").decode() if mod else None
-            nxt_mod = self._lines[i + 1][19:].partition(b"\t")[2]
+            nxt = bisect_right(addrs, start)
+            nxt_mod = self._lines[nxt][19:].partition(b"\t")[2]
             if nxt_mod != mod and key - addrs[i] >= 0x10000:
                 f = Frame(key, None, 0, module)       # no end known: never a wrong name
             else:

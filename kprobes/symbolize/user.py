@@ -23,10 +23,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .elfsyms import DEBUG_ROOT, load_symtab
+from .elfsyms import DEBUG_ROOT, ElfSymtab, load_symtab
 from .frame import Frame
 
 __all__ = ["Mapping", "read_maps", "UserSymbolizer"]
+
+_MISS: tuple[str, int] = ("", -1)
+_MAX_HITS = 65536          # resolved (file, offset) pairs kept
 
 
 class Mapping(NamedTuple):
@@ -89,11 +92,25 @@ class UserSymbolizer:
         self.max_tasks = max_tasks
         self.proc = proc
         self._tasks: OrderedDict[int, _Task] = OrderedDict()
+        self._files: dict[str, ElfSymtab] = {}         # checked once per batch
+        self._hits: dict[tuple[str, int], tuple[str, int] | None] = {}
+        self._keys: dict[str, tuple | None] = {}
 
     def new_batch(self) -> None:
-        """Allow one more re-read of each process's maps (call once per read cycle)."""
+        """Allow one more re-read of each process's maps and a check of each
+        file for changes (call once per read cycle)."""
         for t in self._tasks.values():
             t.refreshed = False
+        self._files.clear()
+
+    def _symtab(self, path: str) -> ElfSymtab:
+        st = self._files.get(path)
+        if st is None:
+            st = self._files[path] = load_symtab(path, self.debug_root)
+            if st.key != self._keys.get(path):        # the file changed: forget its names
+                self._keys[path] = st.key
+                self._hits = {k: v for k, v in self._hits.items() if k[0] != path}
+        return st
 
     def _task(self, tgid: int) -> _Task | None:
         t = self._tasks.get(tgid)
@@ -125,7 +142,7 @@ class UserSymbolizer:
         if hint is None or not addrs:
             return None
         path, file_off = hint
-        st = load_symtab(path, self.debug_root)
+        st = self._symtab(path)
         vaddr = st.vaddr_of_offset(file_off)
         if vaddr is None:
             return None
@@ -165,9 +182,15 @@ class UserSymbolizer:
             return Frame(addr, None, 0, None)
         if m.path.startswith("["):
             return Frame(addr, None, 0, m.path)
-        st = load_symtab(m.path, self.debug_root)
-        v = st.vaddr_of_offset(m.file_offset(key))
-        hit = st.lookup(v) if v is not None else None
+        st = self._symtab(m.path)
+        hk = (m.path, m.file_offset(key))
+        hit = self._hits.get(hk, _MISS)
+        if hit is _MISS:
+            v = st.vaddr_of_offset(hk[1])
+            hit = st.lookup(v) if v is not None else None
+            if len(self._hits) >= _MAX_HITS:
+                self._hits.clear()
+            self._hits[hk] = hit
         if hit is None:
             return Frame(addr, None, 0, m.path)
         return Frame(addr, hit[0], hit[1] + (addr - key), m.path)

@@ -160,9 +160,7 @@ def test_cli_trace_json_stacks(tracefs: object, bins: dict[str, str]) -> None:
                 f"{bins['exe']} 3")
     assert r.returncode == 0, r.stderr
     evs = [json.loads(ln) for ln in r.stdout.splitlines() if '"probe"' in ln]
-    # the count is checked with -p above: under -c with user stacks the kernel at times
-    # records only the first hit (open problem, see README "Stacks and flame graphs")
-    assert 1 <= len(evs) <= 3
+    assert len(evs) == 3
     for ev in evs:
         assert [s.split("+")[0] for s in ev["ustack"][:4]] == CHAIN
         assert ev["ustack"][0] == f"leaf+0x0 [{bins['exe']}]"
