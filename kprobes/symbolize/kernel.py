@@ -40,6 +40,7 @@ class KernelSymbolizer:
         self._addrs: array | None = None
         self._lines: list[bytes] = []
         self._cache: dict[int, Frame] = {}
+        self._stacks: dict[tuple[int, ...], list[Frame]] = {}
         self._lock = threading.Lock()
 
     def _load(self) -> array:
@@ -100,8 +101,15 @@ class KernelSymbolizer:
         """Frames of a stack, innermost first: entries after the first are return
         addresses, looked up at ``addr - 1`` (a call at a function's very end
         returns into the next function)."""
-        fr = self.frame
-        return [fr(a, i > 0) for i, a in enumerate(addrs)]
+        key = tuple(addrs)
+        out = self._stacks.get(key)
+        if out is None:
+            fr = self.frame
+            out = [fr(a, i > 0) for i, a in enumerate(key)]
+            if len(self._stacks) >= _CACHE_MAX:
+                self._stacks.clear()
+            self._stacks[key] = out
+        return list(out)
 
 
 _shared: KernelSymbolizer | None = None

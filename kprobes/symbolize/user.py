@@ -30,6 +30,7 @@ __all__ = ["Mapping", "read_maps", "UserSymbolizer"]
 
 _MISS: tuple[str, int] = ("", -1)
 _MAX_HITS = 65536          # resolved (file, offset) pairs kept
+_MAX_STACKS = 4096         # symbolized stacks kept per process
 
 
 class Mapping(NamedTuple):
@@ -65,12 +66,13 @@ def read_maps(pid: int, root: str = "/proc") -> list[Mapping] | None:
 
 
 class _Task:
-    __slots__ = ("maps", "starts", "refreshed")
+    __slots__ = ("maps", "starts", "refreshed", "stacks")
 
     def __init__(self, maps: list[Mapping]) -> None:
         self.maps = maps
         self.starts = [m.start for m in maps]
         self.refreshed = False
+        self.stacks: dict[tuple[int, ...], list[Frame]] = {}   # symbolized, for these maps
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect_right(self.starts, addr) - 1
@@ -160,7 +162,13 @@ class UserSymbolizer:
         are return addresses, looked up at ``addr - 1``.
         """
         t = self._task(tgid) or self._from_hint(tgid, addrs, hint)
+        skey = tuple(addrs)
+        if t is not None:
+            done = t.stacks.get(skey)
+            if done is not None:
+                return list(done)
         out = []
+        complete = True
         for i, addr in enumerate(addrs):
             key = addr - 1 if i else addr
             m = t.find(key) if t is not None else None
@@ -172,10 +180,16 @@ class UserSymbolizer:
                     maps = h.maps if h is not None else None
                 if maps is not None:
                     t.maps, t.starts = maps, [x.start for x in maps]
+                    t.stacks.clear()
                     self._tasks[tgid] = t
                     m = t.find(key)
+            complete = complete and m is not None
             out.append(self._frame(addr, key, m))
-        return out
+        if t is not None and complete:           # misses may resolve after a re-read
+            if len(t.stacks) >= _MAX_STACKS:
+                t.stacks.clear()
+            t.stacks[skey] = out
+        return list(out)
 
     def _frame(self, addr: int, key: int, m: Mapping | None) -> Frame:
         if m is None:
