@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
             text = counts.to_text()
             if text:
                 print(text)
+        if not counts.total:
+            print(f"kprobes: no events at {counts.handle.name}", file=sys.stderr)
         if counts.missing or stats.lost:
             print(f"kprobes: {counts.missing} events without a stack, {stats.lost} lost in the "
                   "ring buffer", file=sys.stderr)
