@@ -27,6 +27,8 @@ _WHERE = {
     "ProbeHandle": "runtime.handle",
     "Batch": "runtime.reader",
     "ProbeStats": "runtime.session", "Session": "runtime.session", "Stats": "runtime.session",
+    "StackCounts": "runtime.stackcount", "StackRow": "runtime.stackcount",
+    "Frame": "symbolize.frame",
 }
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from .runtime.handle import ProbeHandle
     from .runtime.reader import Batch
     from .runtime.session import ProbeStats, Session, Stats
+    from .runtime.stackcount import StackCounts, StackRow
+    from .symbolize.frame import Frame
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +71,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
+    "Frame", "StackCounts", "StackRow",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
     "KprobesError", "SpecError", "KernelRefused", "NotSupported", "PermissionDenied",
     "DecodeError", "SymbolError", "BTFError", "HandlerError",

@@ -24,6 +24,7 @@ Nothing here runs when no probe asks for stacks.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,9 @@ class StackSplitter:
         self.open: dict[int, list[tuple[bytes, tuple[int, int, int], list[Any], int]]] = {}
         self.ret_off: dict[int, int] = {}                 # id(handle) -> offset of RET_ARG
         self.hints: dict[int, tuple[str, int]] = {}       # id(handle) -> (binary, file offset)
-        self.user = UserSymbolizer(debug_root) if debug_root else UserSymbolizer()
+        # separate debug files: /usr/lib/debug unless KPROBES_DEBUG_ROOT says otherwise
+        root = debug_root or os.environ.get("KPROBES_DEBUG_ROOT")
+        self.user = UserSymbolizer(root) if root else UserSymbolizer()
 
     @classmethod
     def for_tracefs(cls, tfs: Tracefs, kernel: bool, user: bool, **kw: Any) -> StackSplitter:

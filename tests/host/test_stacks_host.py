@@ -101,13 +101,17 @@ def test_pie_and_shared_library_resolve_by_name(tracefs: object, bins: dict[str,
         assert ustack[0].module == bins["lib"] and ustack[1].module == bins["uselib"]
 
 
-def test_stripped_binary_resolves_through_build_id_debug_file(tracefs: object,
-                                                              bins: dict[str, str]) -> None:
+def test_stripped_binary_resolves_through_build_id_debug_file(
+        tracefs: object, bins: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     exe = bins["stripped"]
     off = vaddr_to_offset(bins["exe"], load_symtab(bins["exe"]).starts[
         load_symtab(bins["exe"]).names.index("leaf")])
+    monkeypatch.setenv("KPROBES_DEBUG_ROOT", bins["debug_root"])
     evs = _run_traced(exe, f"u:{exe}:0x{off:x}", n=3)
     assert len(evs) == 3
+    for ustack, _k, _raw in evs:      # a probe by file offset: no entry fix-up, mid is skipped
+        assert _names(ustack)[:3] == ["leaf", "top", "main"]
+        assert ustack[0].module == exe
     raw = evs[0][2]
     # without the debug root: no names, but never a wrong one
     plain = UserSymbolizer(debug_root="/nonexistent").frames(0, raw, hint=(exe, off))
@@ -188,3 +192,24 @@ def test_library_stacks_to_folded_and_svg(tracefs: object, bins: dict[str, str],
     assert counts.to_folded().endswith("main;top;mid;leaf 7")
     svg = counts.to_svg(str(tmp_path / "u.svg"))
     assert os.path.exists(tmp_path / "u.svg") and 'data-name="leaf"' in svg
+
+
+def test_minidebuginfo_section_gives_the_local_functions(bins: dict[str, str],
+                                                         tmp_path: object) -> None:
+    """A stripped binary with a .gnu_debugdata section (an xz-compressed ELF holding
+    .symtab, as Fedora ships them) resolves by name with no debug file around."""
+    import lzma
+    mini = str(tmp_path / "mini.debug")
+    subprocess.run(["objcopy", "--only-keep-debug", bins["exe"], mini], check=True)
+    with open(mini, "rb") as f, open(mini + ".xz", "wb") as g:
+        g.write(lzma.compress(f.read()))
+    exe = str(tmp_path / "chain_mini")
+    shutil.copy(bins["exe"], exe)
+    subprocess.run(["strip", "-s", exe], check=True)
+    subprocess.run(["objcopy", "--add-section", f".gnu_debugdata={mini}.xz", exe], check=True)
+    st = load_symtab(exe, "/nonexistent")
+    assert ".gnu_debugdata" in st.sources and ".symtab" not in st.sources
+    ref = load_symtab(bins["exe"])
+    for name in CHAIN:
+        addr = ref.starts[ref.names.index(name)]
+        assert st.lookup(addr + 1) == (name, 1)
