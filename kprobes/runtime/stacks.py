@@ -34,6 +34,7 @@ from .reader import LazyEvent
 
 if TYPE_CHECKING:
     from ..kernel.tracefs import Tracefs
+    from ..probes.model import Probe
     from .event import TaskCache
     from .handle import Stream as Target
     from .reader import Batch
@@ -294,7 +295,9 @@ def enable_stacks(inst: Any, tfs: Tracefs, handles: Sequence[Any],
             raise NotSupported(f"cannot record stacks: options/{opt}: {e}", feature=opt,
                                hint="the kernel needs CONFIG_STACKTRACE (and user stack "
                                     "support for user stacks)") from None
-        undo.append((f"clear options/{opt}", lambda o=opt: inst.write(f"options/{o}", "0")))
+        def clear(o: str = opt) -> None:
+            inst.write(f"options/{o}", "0")
+        undo.append((f"clear options/{opt}", clear))
     split = StackSplitter.for_tracefs(tfs, kernel, user)
     for h in handles:
         if h.probe.dynamic and any(a.name == RET_ARG for a in h.probe.args):
@@ -307,7 +310,7 @@ def enable_stacks(inst: Any, tfs: Tracefs, handles: Sequence[Any],
     return split
 
 
-def entry_ret_arg(probe: Any, user: bool) -> Any:
+def entry_ret_arg(probe: Probe, user: bool) -> Probe:
     """The probe, with :data:`RET_ARG` fetched when it is a uprobe at a function's
     entry and user stacks are wanted (see the module docs)."""
     from ..probes.model import FetchArg, UProbe

@@ -1,18 +1,10 @@
-"""Symbolization without a kernel: kallsyms text, crafted symbol tables, the flame graph."""
+"""Symbolization without a kernel: kallsyms text, crafted symbol tables (the modules'
+``>>>`` examples run in test_doctests)."""
 
 from __future__ import annotations
 
-import doctest
 from array import array
 
-import pytest
-
-import kprobes.output.flamegraph
-import kprobes.output.stacks
-import kprobes.runtime.stackcount
-import kprobes.symbolize.frame
-import kprobes.symbolize.kernel
-import kprobes.symbolize.user
 from kprobes.symbolize import Frame, KernelSymbolizer
 from kprobes.symbolize.elfsyms import ElfSymtab, build_id_path
 
@@ -24,13 +16,6 @@ KALLSYMS = (b"ffffffff81000000 T _stext\n"
             b"ffffffffc0001000 t mod_fn\t[ext4]\n"
             b"ffffffffc0001100 t mod_last\t[ext4]\n"
             b"ffffffffc0100000 t other_fn\t[xfs]\n")
-
-
-@pytest.mark.parametrize("mod", [kprobes.symbolize.frame, kprobes.symbolize.kernel,
-                                 kprobes.symbolize.user, kprobes.output.flamegraph,
-                                 kprobes.output.stacks, kprobes.runtime.stackcount])
-def test_doctests(mod: object) -> None:
-    assert doctest.testmod(mod).failed == 0
 
 
 def test_kernel_frames_and_return_addresses() -> None:
