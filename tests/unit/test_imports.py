@@ -19,7 +19,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "kprobes")
 RANK = {
     "errors": 0,
     "kernel": 1, "btf": 1,
-    "probes": 2, "decode": 2, "agg": 2, "output": 2, "vm": 2,
+    "probes": 2, "decode": 2, "agg": 2, "output": 2, "vm": 2, "symbolize": 2,
     "runtime": 3,
     "cli": 4,
     "__init__": 5, "__main__": 5,
