@@ -17,6 +17,7 @@ from ..errors import KprobesError
 from ..output.render import json_line, summary_json, summary_text, text_line
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
+from .complete import spec_completer
 
 __all__ = ["register", "run"]
 
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Create the probes, print one line (or JSON object) per event, and remove "
                     "everything on exit (Ctrl-C, -d, or when the -c command exits).",
         epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)"
+                   ).completer = spec_completer  # type: ignore[attr-defined]
     p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("-p", "--pid", type=int,
                    help="trace only this process (and its children); end when it exits")
