@@ -43,7 +43,7 @@ class TaskCache:
                 for line in f:
                     pid, _, rest = line.rstrip(b"\n").partition(b" ")
                     if pid.isdigit():
-                        out[int(pid)] = rest.decode(errors="replace")
+                        out[int(pid)] = rest.decode(errors="surrogateescape")
         except OSError:
             pass
         return out
@@ -77,7 +77,7 @@ class TaskCache:
             else:
                 try:
                     with open(f"/proc/{tid}/comm", "rb") as f:
-                        c = f.read().rstrip(b"\n").decode(errors="replace")
+                        c = f.read().rstrip(b"\n").decode(errors="surrogateescape")
                 except OSError:
                     if self._saved_comm is None:
                         self._saved_comm = self._saved("saved_cmdlines")

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..decode.format import RecordDecoder, parse_format
 from ..decode.ringbuf import PageDecoder
-from ..errors import DecodeError
+from ..errors import DecodeError, KprobesError
 from ..kernel.tracefs import Instance, Tracefs
 from .event import Event, TaskCache
 from .handle import ProbeHandle, Stream
@@ -459,6 +459,7 @@ class Reader:
         self.lost_pages = 0
         self.lost_from_pages = 0
         self.pages_read = 0
+        self._buffer_bytes: int | None = None
         self._poll = select.poll()
         self._wake: set[int] = set()
 
@@ -554,6 +555,23 @@ class Reader:
             except Exception:  # noqa: BLE001 - instance may be gone
                 continue
         return max(total, self.lost_from_pages), self.lost_pages
+
+    def fill(self) -> dict[int, float]:
+        """How full each CPU's ring buffer is (unread bytes / ``buffer_size_kb``), 0..1."""
+        size = self._buffer_bytes
+        if size is None:
+            try:
+                size = self._buffer_bytes = int(self.inst.read("buffer_size_kb").split()[0]) * 1024
+            except (KprobesError, OSError, ValueError, IndexError):
+                size = self._buffer_bytes = 0
+        out: dict[int, float] = {}
+        for cpu in range(self.ncpus):
+            try:
+                b = self.inst.cpu_stats(cpu).bytes
+            except Exception:  # noqa: BLE001 - instance may be gone
+                continue
+            out[cpu] = min(b / size, 1.0) if size else 0.0
+        return out
 
     def backlog(self) -> dict[int, int]:
         """Events waiting in each CPU's ring buffer (``entries`` of its stats)."""

@@ -1,0 +1,291 @@
+"""The output side of ``kprobes trace``: where events go, how fast, and what
+the user sees on stderr while it runs.
+
+- :class:`Sink` writes events to stdout or ``-o FILE``, flushed once per read
+  cycle (a reader of the file sees events within the latency setting; a
+  SIGKILL loses at most one batch). A failed write (EPIPE from ``| head``,
+  ENOSPC from ``-o /dev/full``) stops the session and becomes one error.
+- :func:`json_batch` encodes a whole batch into JSON lines from its columns
+  (C-level ``map(str, ...)`` and slice assignment, no per-row Python code for
+  the common all-integer case).
+- :class:`Watch` runs after every read cycle: flushes, warns when the ring
+  buffer drops events or fills towards loss, shows a status line on a
+  terminal, and ends the run when the ``-c`` command or ``-p`` process exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from ..decode.flags import CONTEXTS
+from ..errors import KprobesError
+from ..output.render import escape_text, json_line, json_safe, text_line
+
+__all__ = ["Sink", "json_batch", "text_batch", "text_event", "json_event", "Watch", "hex_args",
+           "CONTEXT", "FILL_WARN"]
+
+CONTEXT = CONTEXTS
+
+#: warn when a CPU's ring buffer is this full: loss is near
+FILL_WARN = 0.5
+
+_enc_str = json.encoder.encode_basestring     # type: ignore[attr-defined]  # C, keeps non-ASCII
+
+
+class Sink:
+    """Where the events go. Writes are buffered and flushed once per read
+    cycle; the first write error is kept, stops the session (``on_error``)
+    and later writes are dropped."""
+
+    def __init__(self, path: str | None) -> None:
+        self.name = path or "stdout"
+        self.error: OSError | None = None
+        self.on_error: Callable[[], None] | None = None
+        self.events = 0
+        if path:
+            try:
+                self.f: IO[str] = open(path, "w", encoding="utf-8",  # noqa: SIM115
+                                       errors="backslashreplace", buffering=1 << 16)
+            except OSError as e:
+                raise KprobesError(f"cannot open {path}: {e.strerror}",
+                                   hint="-o takes a file this user can create") from None
+        else:
+            self.f = sys.stdout
+            if hasattr(self.f, "reconfigure"):
+                self.f.reconfigure(errors="backslashreplace")   # type: ignore[union-attr]
+
+    def write(self, text: str) -> None:
+        if self.error is None:
+            try:
+                self.f.write(text)
+            except OSError as e:
+                self._fail(e)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.f.flush()
+            except OSError as e:
+                self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        self.error = e
+        if self.f is sys.stdout:   # nothing more can go there: not even at exit
+            try:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(fd, sys.stdout.fileno())
+                os.close(fd)
+            except (OSError, ValueError):
+                pass
+        if self.on_error is not None:
+            self.on_error()
+
+    def problem(self) -> KprobesError:
+        e = self.error
+        assert e is not None
+        if e.errno == errno.EPIPE:
+            return KprobesError(f"{self.name} was closed by its reader (broken pipe): stopped",
+                                hint="nothing is left in the kernel; events after the close "
+                                     "were not written")
+        return KprobesError(f"cannot write events to {self.name}: "
+                            f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, e.errno)})",
+                            hint="free space or choose another -o FILE; the trace stopped "
+                                 "and nothing is left in the kernel")
+
+    def close(self) -> None:
+        if self.f is not sys.stdout:
+            try:
+                self.f.close()
+            except OSError as e:
+                if self.error is None:
+                    self.error = e
+
+
+def json_batch(sink: Sink) -> Callable[[Any], None]:
+    """A batch handler writing one JSON line per event (the text of
+    :func:`json_line`), built per batch from columns. Integer and string
+    arguments take the column path; other values (faults, arrays, booleans)
+    go event by event."""
+    heads: dict[str, str] = {}
+    mids: dict[tuple[int, int, int, int], str] = {}
+    strs: dict[str, str] = {}
+
+    def jstr(v: str) -> str:
+        js = strs.get(v)
+        if js is None:
+            if len(strs) > 4096:
+                strs.clear()
+            js = strs[v] = json_safe(_enc_str(v))
+        return js
+
+    def on_batch(b: Any) -> None:
+        args = b.args
+        n = len(b)
+        parts: list[list[str]] = []
+        for col in args.values():
+            kinds = set(map(type, col))
+            if kinds <= {int}:
+                parts.append(list(map(str, col)))
+            elif kinds <= {str}:
+                parts.append(list(map(jstr, col)))
+            else:
+                sink.write("".join(json_line(ev) + "\n" for ev in b.events()))
+                return
+        head = heads.get(b.probe)
+        if head is None:
+            head = heads[b.probe] = '{"probe": ' + json.dumps(b.probe) + ', "ts_ns": '
+        comm, pid = b.comm, b.pid
+        row_of = {}
+        for i, k in enumerate(zip(b.cpu, b.tid, b.trace_flags, b.preempt_count,
+                                          strict=True)):
+            if k not in row_of:
+                row_of[k] = i
+        for k, i in row_of.items():
+            if (k, comm[i], pid[i]) not in mids:
+                if len(mids) > 65536:
+                    mids.clear()
+                mids[k, comm[i], pid[i]] = (  # type: ignore[index]
+                    f', "cpu": {k[0]}, "pid": {pid[i]}, "tid": {k[1]}, "comm": {jstr(comm[i])}, '
+                    f'"preempt_count": {k[3]}, "context": "{CONTEXT[k[2]]}", "args": {{')
+        if len(row_of) == 1 and len(set(comm)) == 1:
+            (k, i), = row_of.items()
+            mid_col: Any = [mids[k, comm[i], pid[i]]] * n    # type: ignore[index]
+        else:
+            mid_col = [mids[k, c, p]                         # type: ignore[index]
+                       for k, c, p in zip(zip(b.cpu, b.tid, b.trace_flags, b.preempt_count,
+                                              strict=True), comm, pid, strict=True)]
+        names = [json.dumps(k) + ": " for k in args]
+        width = 3 + 2 * len(names) + 1
+        out: list[str | None] = [None] * (width * n)
+        out[0::width] = [head] * n
+        out[1::width] = map(str, b.ts)
+        out[2::width] = mid_col
+        for j, (name, col) in enumerate(zip(names, parts, strict=True)):
+            out[3 + 2 * j::width] = [(", " if j else "") + name] * n
+            out[4 + 2 * j::width] = col
+        out[width - 1::width] = ["}}\n"] * n
+        sink.write("".join(out))           # type: ignore[arg-type]
+    return on_batch
+
+
+def text_batch(sink: Sink, hexes: dict[str, set[str]]) -> Callable[[Any], None]:
+    def on_batch(b: Any) -> None:
+        xs = hexes[b.probe]
+        sink.write("".join(text_line(ev, xs) + "\n" for ev in b.events()))
+    return on_batch
+
+
+def text_event(sink: Sink, hexes: dict[str, set[str]]) -> Callable[[Any], None]:
+    def emit(ev: Any) -> None:
+        sink.write(text_line(ev, hexes[ev.probe]) + "\n")
+    return emit
+
+
+def json_event(sink: Sink) -> Callable[[Any], None]:
+    def emit(ev: Any) -> None:
+        sink.write(json_line(ev) + "\n")
+    return emit
+
+
+class Watch:
+    """Called after every read cycle: flushes the sink; warns (rate-limited,
+    on stderr) when the ring buffer drops events or a CPU's buffer is
+    :data:`FILL_WARN` full (loss is near); draws the status line; ends the
+    run when ``done()`` says so (the -c command or -p process exited)."""
+
+    def __init__(self, s: Any, sink: Sink, done: Callable[[], bool], *, status: bool = False,
+                 every: float = 1.0, quiet_for: float = 5.0,
+                 err: IO[str] | None = None) -> None:
+        self.s = s
+        self.sink = sink
+        self.done = done
+        self.status = status
+        self.every = every
+        self.quiet_for = quiet_for
+        self.err = err or sys.stderr
+        now = time.monotonic()
+        self.t_start = self.t_last = now
+        self.t_check = now + every
+        self.t_warned = -quiet_for
+        self.lost_warned = 0
+        self.events_last = 0
+        self.h_time = 0.0
+        self.drawn = False
+
+    def __call__(self) -> bool:
+        self.sink.flush()
+        now = time.monotonic()
+        if now >= self.t_check:
+            self.check(now)
+        return self.done()
+
+    def _events(self) -> int:
+        return sum(h.stats.events for h in self.s.handles)
+
+    def check(self, now: float) -> None:
+        s = self.s
+        dt = now - self.t_last
+        self.t_last, self.t_check = now, now + self.every
+        lost = s.lost()
+        fill = s.buffer_fill()
+        waiting = sum(s.backlog().values())
+        full = max(fill.values(), default=0.0)
+        busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
+        self.h_time = s.handler_time
+        events = self._events()
+        rate = (events - self.events_last) / dt if dt > 0 else 0.0
+        self.events_last = events
+        msg = None
+        if now - self.t_warned >= self.quiet_for:
+            if lost > self.lost_warned:
+                msg = f"ring buffer dropped {lost - self.lost_warned} events ({lost} in all)"
+            elif full >= FILL_WARN:
+                msg = f"ring buffer {full:.0%} full: events will be lost soon"
+        if msg:
+            self.t_warned = now
+            self.lost_warned = lost
+            self.clear()
+            print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
+                  f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
+                  file=self.err, flush=True)
+        if self.status:
+            self.draw(now - self.t_start, events, rate, lost, waiting, full)
+
+    def draw(self, elapsed: float, events: int, rate: float, lost: int, waiting: int,
+             full: float) -> None:
+        line = (f"kprobes: {elapsed:,.0f} s  {events:,} events  {rate:,.0f}/s  lost {lost:,}  "
+                f"backlog {waiting:,} ({full:.0%} of buffer)")
+        try:
+            self.err.write(f"\r\x1b[K{escape_text(line)}")
+            self.err.flush()
+            self.drawn = True
+        except OSError:
+            self.status = False
+
+    def clear(self) -> None:
+        """Remove the status line (before a warning or the summary)."""
+        if self.drawn:
+            try:
+                self.err.write("\r\x1b[K")
+                self.err.flush()
+            except OSError:
+                pass
+            self.drawn = False
+
+
+def hex_args(s: Any, h: Any) -> set[str]:
+    """Args of probe ``h`` that text output prints in hex (README "Numbers"):
+    probe args whose fetch type is ``xN`` (given, compiled from BTF for a
+    pointer, or the kernel's default ``x64`` of an untyped raw fetch), and
+    tracepoint fields declared as pointers. Everything else is decimal."""
+    if h.probe.dynamic:
+        return {a.name for a in h.probe.args if (a.type or "x64").startswith("x")}
+    from ..decode.format import parse_format
+    fmt = parse_format(s.tracefs.event_format(h.group, h.event), h.group)
+    return {f.name for f in fmt.arg_fields if f.kind == "int" and f.decl.rstrip().endswith("*")}
