@@ -113,7 +113,7 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
     arguments take the column path; other values (faults, arrays, booleans)
     go event by event."""
     heads: dict[str, str] = {}
-    mids: dict[tuple[int, int, int, int], str] = {}
+    mids: dict[tuple[int, int, int, int, str], str] = {}
     strs: dict[str, str] = {}
 
     def jstr(v: str) -> str:
@@ -124,52 +124,57 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
             js = strs[v] = json_safe(_enc_str(v))
         return js
 
+    def mid(cpu: int, pid: int, tid: int, comm: str, flags: int, pc: int) -> str:
+        k = (cpu, tid, flags, pc, comm)
+        m = mids.get(k)         # type: ignore[arg-type]
+        if m is None:
+            if len(mids) > 65536:
+                mids.clear()
+            m = mids[k] = (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '  # type: ignore[index]
+                           f'"preempt_count": {pc}, "context": "{CONTEXT[flags]}", "args": {{')
+        return m
+
     def on_batch(b: Any) -> None:
-        args = b.args
         n = len(b)
-        parts: list[list[str]] = []
+        if not n:
+            return
+        args = b.args
+        vals: list[str | list[str]] = []
         for col in args.values():
             kinds = set(map(type, col))
             if kinds <= {int}:
-                parts.append(list(map(str, col)))
+                vals.append(str(col[0]) if col.count(col[0]) == n else list(map(str, col)))
             elif kinds <= {str}:
-                parts.append(list(map(jstr, col)))
+                vals.append(jstr(col[0]) if col.count(col[0]) == n else list(map(jstr, col)))
             else:
                 sink.write("".join(json_line(ev) + "\n" for ev in b.events()))
                 return
         head = heads.get(b.probe)
         if head is None:
             head = heads[b.probe] = '{"probe": ' + json.dumps(b.probe) + ', "ts_ns": '
-        comm, pid = b.comm, b.pid
-        row_of = {}
-        for i, k in enumerate(zip(b.cpu, b.tid, b.trace_flags, b.preempt_count,
-                                          strict=True)):
-            if k not in row_of:
-                row_of[k] = i
-        for k, i in row_of.items():
-            if (k, comm[i], pid[i]) not in mids:
-                if len(mids) > 65536:
-                    mids.clear()
-                mids[k, comm[i], pid[i]] = (  # type: ignore[index]
-                    f', "cpu": {k[0]}, "pid": {pid[i]}, "tid": {k[1]}, "comm": {jstr(comm[i])}, '
-                    f'"preempt_count": {k[3]}, "context": "{CONTEXT[k[2]]}", "args": {{')
-        if len(row_of) == 1 and len(set(comm)) == 1:
-            (k, i), = row_of.items()
-            mid_col: Any = [mids[k, comm[i], pid[i]]] * n    # type: ignore[index]
-        else:
-            mid_col = [mids[k, c, p]                         # type: ignore[index]
-                       for k, c, p in zip(zip(b.cpu, b.tid, b.trace_flags, b.preempt_count,
-                                              strict=True), comm, pid, strict=True)]
-        names = [json.dumps(k) + ": " for k in args]
-        width = 3 + 2 * len(names) + 1
+        cpu, tid, flags, pc, comm, pid = (b.cpu, b.tid, b.trace_flags, b.preempt_count,
+                                          b.comm, b.pid)
+        # pieces of a row: constant text, or one string per row; constants merge
+        segs: list[str | list[str]] = [head, list(map(str, b.ts))]
+
+        def add(x: str | list[str]) -> None:
+            if type(x) is str and type(segs[-1]) is str:
+                segs[-1] += x        # type: ignore[operator]
+            else:
+                segs.append(x)
+
+        if all(c.count(c[0]) == n for c in (cpu, tid, flags, pc, comm)):
+            add(mid(cpu[0], pid[0], tid[0], comm[0], flags[0], pc[0]))
+        else:   # pid is one per tid within a batch
+            add(list(map(mid, cpu, pid, tid, comm, flags, pc)))
+        for j, (name, v) in enumerate(zip(args, vals, strict=True)):
+            add((", " if j else "") + json.dumps(name) + ": ")
+            add(v)
+        add("}}\n")
+        width = len(segs)
         out: list[str | None] = [None] * (width * n)
-        out[0::width] = [head] * n
-        out[1::width] = map(str, b.ts)
-        out[2::width] = mid_col
-        for j, (name, col) in enumerate(zip(names, parts, strict=True)):
-            out[3 + 2 * j::width] = [(", " if j else "") + name] * n
-            out[4 + 2 * j::width] = col
-        out[width - 1::width] = ["}}\n"] * n
+        for j, seg in enumerate(segs):
+            out[j::width] = [seg] * n if type(seg) is str else seg   # type: ignore[assignment]
         sink.write("".join(out))           # type: ignore[arg-type]
     return on_batch
 
