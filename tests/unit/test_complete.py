@@ -94,3 +94,11 @@ def test_argcomplete_not_imported_at_startup() -> None:
                        check=True)
     assert r.stdout.split() == ["False", "False", "False"]
     assert complete.LIMIT > 100
+
+
+def test_version_from_package_metadata() -> None:
+    import subprocess
+    from importlib.metadata import version
+    r = subprocess.run([sys.executable, "-m", "kprobes", "--version"], capture_output=True,
+                       text=True, check=True)
+    assert r.stdout == f"kprobes {version('kprobes')}\n"
