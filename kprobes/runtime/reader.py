@@ -250,6 +250,9 @@ class Batch:
             rows += [unpack(page, r[1] + 2) for r in recs]
         rows = self._ordered(rows)
         flags, pcs, tids = (list(x) for x in zip(*rows, strict=True)) if rows else ([], [], [])
+        self._set_common(flags, pcs, tids)
+
+    def _set_common(self, flags: list[int], pcs: list[int], tids: list[int]) -> None:
         if 0xFF in pcs:
             for i, pc in enumerate(pcs):
                 if pc == 0xFF:
@@ -305,7 +308,10 @@ class Batch:
         for _cpu, page, recs in self._segs:
             rows += dec.rows(page, map(_START, recs))
         rows = self._ordered(rows)
-        cols = [list(x) for x in zip(*rows, strict=True)][3:] if rows else [[] for _ in names]
+        cols = [list(x) for x in zip(*rows, strict=True)] if rows else [[] for _ in range(3 + len(names))]
+        if raw is not None and rows and "tid" not in self._cols:
+            self._set_common(*cols[:3])     # the same pass gave the common fields
+        cols = cols[3:]
         args = dict(zip(names, cols, strict=True))
         for k in hidden:
             del args[k]

@@ -55,7 +55,7 @@ def test_closed_pipe_stops_with_one_error(tracefs, workload: str) -> None:
     errors = _errors(err)
     assert rc == 1, err
     assert len(errors) == 1 and "broken pipe" in errors[0], err
-    assert "handler" not in err                       # not counted as handler errors
+    assert "handler error" not in err                 # not counted as handler errors
 
 
 def test_full_disk_stops_with_one_error(tracefs, workload: str) -> None:
@@ -65,7 +65,7 @@ def test_full_disk_stops_with_one_error(tracefs, workload: str) -> None:
     errors = _errors(r.stderr)
     assert r.returncode == 1, r.stderr
     assert len(errors) == 1 and "No space left on device" in errors[0], r.stderr
-    assert "handler" not in r.stderr
+    assert "handler error" not in r.stderr
 
 
 def test_unwritable_output_file_is_one_error(tracefs, tmp_path) -> None:
