@@ -163,8 +163,12 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
             else:
                 segs.append(x)
 
-        if all(c.count(c[0]) == n for c in (cpu, tid, flags, pc, comm)):
+        same = [c.count(c[0]) == n for c in (cpu, tid, flags, pc, comm)]
+        if all(same):
             add(mid(cpu[0], pid[0], tid[0], comm[0], flags[0], pc[0]))
+        elif all(same[1:]):     # one task on several CPUs: the usual case
+            by_cpu = {c: mid(c, pid[0], tid[0], comm[0], flags[0], pc[0]) for c in set(cpu)}
+            add(list(map(by_cpu.__getitem__, cpu)))
         else:   # pid is one per tid within a batch
             add(list(map(mid, cpu, pid, tid, comm, flags, pc)))
         for j, (name, v) in enumerate(zip(args, vals, strict=True)):
