@@ -31,6 +31,9 @@ __all__ = ["Sink", "json_batch", "text_batch", "text_event", "json_event", "Watc
            "CONTEXT", "FILL_WARN"]
 
 CONTEXT = CONTEXTS
+_CTX_NAMES = ("task", "softirq", "irq", "nmi")
+#: trace_flags byte -> index into _CTX_NAMES (for bytes.translate: one C pass per batch)
+_CTX_OF = bytes(_CTX_NAMES.index(c) for c in CONTEXT)
 
 #: warn when a CPU's ring buffer is this full: loss is near
 FILL_WARN = 0.5
@@ -124,14 +127,14 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
             js = strs[v] = json_safe(_enc_str(v))
         return js
 
-    def mid(cpu: int, pid: int, tid: int, comm: str, flags: int, pc: int) -> str:
-        k = (cpu, tid, flags, pc, comm)
+    def mid(cpu: int, pid: int, tid: int, comm: str, ctx: int, pc: int) -> str:
+        k = (cpu, tid, ctx, pc, comm)
         m = mids.get(k)         # type: ignore[arg-type]
         if m is None:
             if len(mids) > 65536:
                 mids.clear()
             m = mids[k] = (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '  # type: ignore[index]
-                           f'"preempt_count": {pc}, "context": "{CONTEXT[flags]}", "args": {{')
+                           f'"preempt_count": {pc}, "context": "{_CTX_NAMES[ctx]}", "args": {{')
         return m
 
     def on_batch(b: Any) -> None:
@@ -152,8 +155,8 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
         head = heads.get(b.probe)
         if head is None:
             head = heads[b.probe] = '{"probe": ' + json.dumps(b.probe) + ', "ts_ns": '
-        cpu, tid, flags, pc, comm, pid = (b.cpu, b.tid, b.trace_flags, b.preempt_count,
-                                          b.comm, b.pid)
+        cpu, tid, pc, comm, pid = b.cpu, b.tid, b.preempt_count, b.comm, b.pid
+        flags = b.trace_flags.tobytes().translate(_CTX_OF)   # only the context is written
         # pieces of a row: constant text, or one string per row; constants merge
         segs: list[str | list[str]] = [head, list(map(str, b.ts))]
 

@@ -308,8 +308,9 @@ class Batch:
         for _cpu, page, recs in self._segs:
             rows += dec.rows(page, map(_START, recs))
         rows = self._ordered(rows)
-        cols = [list(x) for x in zip(*rows, strict=True)] if rows else [[] for _ in range(3 + len(names))]
-        if raw is not None and rows and "tid" not in self._cols:
+        cols = ([list(x) for x in zip(*rows, strict=True)] if rows
+                else [[] for _ in range(3 + len(names))])
+        if rows and "tid" not in self._cols:
             self._set_common(*cols[:3])     # the same pass gave the common fields
         cols = cols[3:]
         args = dict(zip(names, cols, strict=True))
