@@ -84,12 +84,12 @@ def tracepoint_args_hint(group: str, event: str, args: str) -> str | None:
         calls = LIBC_PATH_CALLS.get(call) if "char *" in decl else None
         calls = calls or ((call, i),)
         specs = []
-        for fn, j in calls:
-            if j < len(_REGS) and _libc_has(fn):
+        for libfn, j in calls:
+            if j < len(_REGS) and _libc_has(libfn):
                 fetch = f"+0({_REGS[j]}):ustring" if "char *" in decl else f"{_REGS[j]}:s64"
-                specs.append(f"'u:libc:{fn} {field}={fetch}'")
+                specs.append(f"'u:libc:{libfn} {field}={fetch}'")
         if specs:
-            names_ = " and ".join(f"{fn}()" for fn, _ in calls)
+            names_ = " and ".join(f"{c}()" for c, _ in calls)
             return (f"this kernel has no kprobes; the C library's {names_} get the same "
                     f"arguments in user space: kprobes trace {' '.join(specs)}")
     if has_kprobes:

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "function name: its prototype from BTF and whether it can be "
                                    "probed. With 'struct NAME' (or union/enum): its members.")
     p.add_argument("target", nargs="?", help="FUNCTION, 'struct NAME', 'union NAME', 'enum NAME'"
-                   ).completer = symbol_completer  # type: ignore[attr-defined]
+                   ).completer = symbol_completer
     p.set_defaults(func=run)
 
 

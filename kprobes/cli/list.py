@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  kprobes list -b /bin/bash 'read*'",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pattern", nargs="?", help="glob, optionally prefixed with p: or t:"
-                   ).completer = spec_completer  # type: ignore[attr-defined]
+                   ).completer = spec_completer
     p.add_argument("-b", "--binary", metavar="PATH", help="list function symbols of this ELF file")
     p.add_argument("--all", action="store_true",
                    help="kernel functions: also those absent from available_filter_functions")

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "everything on exit (Ctrl-C, -d, or when the -c command exits).",
         epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)"
-                   ).completer = spec_completer  # type: ignore[attr-defined]
+                   ).completer = spec_completer
     p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("-p", "--pid", type=int,
                    help="trace only this process (and its children); end when it exits")

@@ -38,7 +38,7 @@ _CTX_OF = bytes(_CTX_NAMES.index(c) for c in CONTEXT)
 #: warn when a CPU's ring buffer is this full: loss is near
 FILL_WARN = 0.5
 
-_enc_str = json.encoder.encode_basestring     # type: ignore[attr-defined]  # C, keeps non-ASCII
+_enc_str = json.encoder.encode_basestring  # C, keeps non-ASCII
 
 
 class Sink:
@@ -61,7 +61,7 @@ class Sink:
         else:
             self.f = sys.stdout
             if hasattr(self.f, "reconfigure"):
-                self.f.reconfigure(errors="backslashreplace")   # type: ignore[union-attr]
+                self.f.reconfigure(errors="backslashreplace")
 
     def write(self, text: str) -> None:
         if self.error is None:
@@ -129,11 +129,11 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
 
     def mid(cpu: int, pid: int, tid: int, comm: str, ctx: int, pc: int) -> str:
         k = (cpu, tid, ctx, pc, comm)
-        m = mids.get(k)         # type: ignore[arg-type]
+        m = mids.get(k)
         if m is None:
             if len(mids) > 65536:
                 mids.clear()
-            m = mids[k] = (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '  # type: ignore[index]
+            m = mids[k] = (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '
                            f'"preempt_count": {pc}, "context": "{_CTX_NAMES[ctx]}", "args": {{')
         return m
 
@@ -162,7 +162,7 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
 
         def add(x: str | list[str]) -> None:
             if type(x) is str and type(segs[-1]) is str:
-                segs[-1] += x        # type: ignore[operator]
+                segs[-1] += x
             else:
                 segs.append(x)
 
@@ -181,7 +181,7 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
         width = len(segs)
         out: list[str | None] = [None] * (width * n)
         for j, seg in enumerate(segs):
-            out[j::width] = [seg] * n if type(seg) is str else seg   # type: ignore[assignment]
+            out[j::width] = [seg] * n if type(seg) is str else seg
         sink.write("".join(out))           # type: ignore[arg-type]
     return on_batch
 

@@ -62,31 +62,6 @@ def _ours() -> tuple[list[str], list[str]]:
     return lines, insts
 
 
-def _group(line: str) -> str:
-    return line.split(":", 1)[1].split("/", 1)[0] if ":" in line else ""
-
-
-def _ancestry(pid: int) -> set[int]:
-    out = set()
-    while pid > 1 and pid not in out:
-        out.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return out
-
-
-def _foreign(name: str) -> bool:
-    """A live session of a process that is neither this one nor one it started
-    (another test run on the same machine): not this test's leftover."""
-    o = owner.parse_owner(name)
-    if o is None or not owner.owner_alive(name):
-        return False
-    return os.getpid() not in _ancestry(o[0])
-
-
 @pytest.fixture(scope="session")
 def tracefs() -> Tracefs:
     if os.geteuid() != 0:
@@ -113,8 +88,8 @@ def no_leftovers(request: pytest.FixtureRequest):
     before_lines, before_insts = _ours()
     yield
     lines, insts = _ours()
-    lines = [ln for ln in lines if ln not in before_lines and not _foreign(_group(ln))]
-    insts = [i for i in insts if i not in before_insts and not _foreign(i)]
+    lines = [ln for ln in lines if ln not in before_lines]
+    insts = [i for i in insts if i not in before_insts]
     if lines or insts:
         tfs = Tracefs.open()
         from kprobes.kernel import dynevents
