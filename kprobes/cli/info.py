@@ -6,6 +6,7 @@ import argparse
 import platform
 
 from ..kernel.features import probe_features
+from .complete import symbol_completer
 
 __all__ = ["register", "run"]
 
@@ -15,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Without TARGET: what this kernel supports and lacks. With a "
                                    "function name: its prototype from BTF and whether it can be "
                                    "probed. With 'struct NAME' (or union/enum): its members.")
-    p.add_argument("target", nargs="?", help="FUNCTION, 'struct NAME', 'union NAME', 'enum NAME'")
+    p.add_argument("target", nargs="?", help="FUNCTION, 'struct NAME', 'union NAME', 'enum NAME'"
+                   ).completer = symbol_completer
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..kernel.tracefs import Tracefs
+from .complete import spec_completer
 
 __all__ = ["register", "run"]
 
@@ -19,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  kprobes list 'p:vfs_*'\n  kprobes list 't:syscalls:*openat*'\n"
                "  kprobes list -b /bin/bash 'read*'",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pattern", nargs="?", help="glob, optionally prefixed with p: or t:")
+    p.add_argument("pattern", nargs="?", help="glob, optionally prefixed with p: or t:"
+                   ).completer = spec_completer
     p.add_argument("-b", "--binary", metavar="PATH", help="list function symbols of this ELF file")
     p.add_argument("--all", action="store_true",
                    help="kernel functions: also those absent from available_filter_functions")

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import KernelRefused, KprobesError, SpecError
 
-__all__ = ["main", "build_parser", "format_error", "SUBCOMMANDS"]
+__all__ = ["main", "build_parser", "format_error", "version", "SUBCOMMANDS"]
 
 #: Subcommand name -> the one-line help ``kprobes --help`` shows; the module
 #: is ``kprobes.cli.<name>``.
@@ -40,6 +41,28 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "run the kprobe, jprobe and kretprobe demonstrations",
     "vm": "run a command on a Debian kernel under QEMU (kprobes tests)",
 }
+
+
+class _Version(argparse.Action):
+    """``--version``: from the installed package's metadata, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=str(kw.get("help")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"kprobes {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``), or ``unknown``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _v
+    try:
+        return _v("kprobes")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _chosen(argv: list[str]) -> str | None:
@@ -61,6 +84,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="Dynamic tracing of the running Linux kernel and its programs: kprobes, "
                     "kretprobes, uprobes and tracepoints, with Python handlers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen(argv) if argv is not None else None
     for name, help_text in SUBCOMMANDS.items():
@@ -88,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``kprobes`` command line (``sys.argv[1:]`` by default); return the exit status."""
     if argv is None:
         argv = sys.argv[1:]
+    if "_ARGCOMPLETE" in os.environ:     # the shell asks for completions (answers, exits)
+        from .complete import autocomplete
+        autocomplete(build_parser(None))  # every subcommand's tree
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

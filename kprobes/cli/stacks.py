@@ -9,7 +9,7 @@ import sys
 
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
-from .trace import _Child, _pidfd, _Watch
+from .trace import _Child, _Ended, _pidfd
 
 __all__ = ["register", "run"]
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 child.go()
             elif target is not None:
                 s.wake_on(target)
-            s.run(duration=args.duration, until=_Watch(s, child, target=target))
+            s.run(duration=args.duration, until=_Ended(child, target))
             stats = s.stats()
         if args.folded:
             text = counts.to_folded()

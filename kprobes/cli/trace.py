@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import shlex
 import sys
 import time
-from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
-from ..decode.flags import CONTEXTS
-from ..errors import KprobesError
-from ..output.render import json_line, summary_json, summary_text, text_line
-from ..output.stacks import stack_text, with_stacks
+from ..errors import KprobesError, SpecError
+from ..output.render import summary_json, summary_text
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
+from .complete import spec_completer
+from .trace_out import Sink, Watch, hex_args, json_batch, json_event, text_batch, text_event
 
 __all__ = ["register", "run"]
 
@@ -28,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Create the probes, print one line (or JSON object) per event, and remove "
                     "everything on exit (Ctrl-C, -d, or when the -c command exits).",
         epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)"
+                   ).completer = spec_completer
     p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("-p", "--pid", type=int,
                    help="trace only this process (and its children); end when it exits")
@@ -40,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per event per line, then {\"summary\": ...}")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="decode and count every event without printing it (summary only)")
+                   help="count every event without decoding or printing it (summary only)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write events (and the JSON summary) to FILE instead of stdout")
     p.add_argument("--buffer-kb", type=int, metavar="KB", help="per-CPU ring buffer size")
@@ -53,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="record the kernel and/or user stack with each event and print it "
                         "under the event (JSON: \"kstack\"/\"ustack\" arrays); user stacks "
                         "follow frame pointers")
+    p.add_argument("--status", choices=("auto", "always", "never"), default="auto",
+                   help="a live status line on stderr (events/s, lost, backlog, elapsed); auto: "
+                        "when stderr is a terminal that events do not print to")
     p.add_argument("--armed", action="store_true", help=argparse.SUPPRESS)  # bench: start-up
     p.set_defaults(func=run)
 
@@ -116,146 +118,38 @@ class _Child:
             self.status = -9
 
 
-def _json_batch(out: IO[str]) -> Callable[[Any], None]:
-    """A batch handler writing one JSON line per event, the same text as
-    :func:`json_line`, built per batch from columns with one ``%`` template
-    when every argument is an int (the common case), else event by event."""
-    enc = json.JSONEncoder(ensure_ascii=False).encode
-    comm_js: dict[str, str] = {}
-    templates: dict[tuple[str, tuple[str, ...]], str] = {}
-
-    def on_batch(b: Any) -> None:
-        args = b.args
-        keys = tuple(args)
-        cols = list(args.values())
-        if not all(type(v) is int for col in cols for v in col):
-            out.write("".join(json_line(ev) + "\n" for ev in b.events()))
-            return
-        t = templates.get((b.probe, keys))
-        if t is None:
-            def lit(x: str) -> str:
-                return enc(x).replace("%", "%%")
-            body = ", ".join(f"{lit(k)}: %d" for k in keys)
-            t = templates[b.probe, keys] = (
-                f'{{"probe": {lit(b.probe)}, "ts_ns": %d, "cpu": %d, "pid": %d, "tid": %d, '
-                '"comm": %s, "preempt_count": %d, "context": "%s", '
-                f'"args": {{{body}}}}}\n')
-        comms = []
-        for c in b.comm:
-            js = comm_js.get(c)
-            if js is None:
-                js = comm_js[c] = enc(c)
-            comms.append(js)
-        ctx = [CONTEXTS[f] for f in b.trace_flags]
-        out.write("".join(map(t.__mod__, zip(b.ts, b.cpu, b.pid, b.tid, comms,
-                                             b.preempt_count, ctx, *cols, strict=True))))
-    return on_batch
-
-
-def _text_batch(out: IO[str], hexes: set[str]) -> Callable[[Any], None]:
-    def on_batch(b: Any) -> None:
-        out.write("".join(text_line(ev, hexes) + "\n" for ev in b.events()))
-    return on_batch
-
-
-def _count_batch(b: Any) -> None:
-    """-q: decode every event (columns), print nothing."""
-    b.args, b.tid     # noqa: B018 - decoding is the point
-
-
-class _Watch:
-    """Called after every read cycle: warns (rate-limited, on stderr) when the
-    ring buffer drops events or the backlog keeps growing; ends the run when
-    the -c command exits."""
-
-    def __init__(self, s: Session, child: _Child | None, every: float = 1.0,
-                 quiet_for: float = 5.0, target: int | None = None) -> None:
-        self.s = s
-        self.child = child
-        self.target = target        # pidfd of the -p process: its exit ends the run
-        self.target_exited = False
-        self.every = every
-        self.quiet_for = quiet_for
-        now = time.monotonic()
-        self.t_check = now + every
-        self.t_warned = 0.0
-        self.lost = 0
-        self.lost_warned = 0
-        self.backlog: list[int] = []
-        self.t_start = now
-        self.h_time = 0.0
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now >= self.t_check:
-            self.check(now)
-        if self.child:
-            return self.child.exited()
-        if self.target is not None and _readable(self.target):
-            self.target_exited = True
-        return self.target_exited
-
-    def check(self, now: float) -> None:
-        s = self.s
-        dt = now - (self.t_check - self.every)
-        self.t_check = now + self.every
-        lost = s.lost()
-        waiting = sum(s.backlog().values())
-        busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
-        self.h_time = s.handler_time
-        self.backlog = (self.backlog + [waiting])[-3:]
-        growing = len(self.backlog) == 3 and self.backlog[0] < self.backlog[1] < self.backlog[2]
-        self.lost = lost
-        if now - self.t_warned < self.quiet_for:
-            return
-        if lost > self.lost_warned:
-            msg = (f"ring buffer dropped {lost - self.lost_warned} events "
-                   f"({lost} in all)")
-        elif growing:
-            msg = "falling behind"
-        else:
-            return
-        self.t_warned = now
-        self.lost_warned = lost
-        print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
-              f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
-              file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
-    probes = [parse_spec(s, filter=args.filter) for s in args.specs]
+    try:
+        probes = [parse_spec(s, filter=args.filter) for s in args.specs]
+    except SpecError as e:
+        from .hints import better_spec_hint
+        better_spec_hint(e)
+        raise
     if args.latency < 0:
         raise KprobesError(f"--latency {args.latency:g}: must be 0 or more",
                            hint="milliseconds, e.g. --latency 5")
+    sink = Sink(args.output)
     child = _Child(args.command) if args.command else None
-    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     target = _pidfd(args.pid) if args.pid and not child else None
+    status = _want_status(args)
+    watch: Watch | None = None
     try:
         pid = child.pid if child else args.pid
         with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup,
                      latency=args.latency / 1000) as s:
-            hexes: dict[str, set[str]] = {}
-
+            sink.on_error = s.stop
+            hexes: dict[str, set[str]] = {}     # filled once started (compiled arg types)
             stacked = bool(args.stack)
-
-            def emit_json(ev: Any) -> None:
-                line = json_line(ev)
-                out.write((with_stacks(line, ev) if stacked else line) + "\n")
-
-            def emit_text(ev: Any) -> None:
-                line = text_line(ev, hexes[ev.probe]) + "\n"
-                out.write(line + stack_text(ev) if stacked else line)
-
             for p in probes:
-                xs = {a.name for a in p.args if (a.type or "x64").startswith("x")}
                 if args.quiet:
-                    h = s.add_batch(p, _count_batch, stack=args.stack)
+                    s.add(p, stack=args.stack)  # no handler: counted per batch, not decoded
                 elif len(probes) == 1 and not stacked:   # one probe: whole batches, in order
-                    h = s.add_batch(p, _json_batch(out) if args.json else _text_batch(out, xs))
-                else:                       # several, or stacks: a time-ordered stream of events
-                    h = s.add(p, emit_json if args.json else emit_text, stack=args.stack)
-                hexes[h.name] = xs
+                    s.add_batch(p, json_batch(sink) if args.json else text_batch(sink, hexes))
+                else:                           # several, or stacks: one time-ordered stream
+                    s.add(p, json_event(sink, stacked) if args.json
+                          else text_event(sink, hexes, stacked), stack=args.stack)
             s.start()
+            hexes.update({h.name: hex_args(s, h) for h in s.handles})
             if args.armed:
                 print(f"armed {time.monotonic_ns()}", file=sys.stderr, flush=True)
             if not args.json and not args.quiet:
@@ -267,30 +161,73 @@ def run(args: argparse.Namespace) -> int:
                 child.go()
             elif target is not None:
                 s.wake_on(target)
-            watch = _Watch(s, child, target=target)
+            ended = _Ended(child, target)
+            watch = Watch(s, sink, ended, status=status)
             stats = s.run(duration=args.duration, until=watch)
-            out.flush()
-            extra: dict[str, Any] = {}
-            if child and child.exited():
-                extra["command_exit"] = child.status
-            if watch.target_exited:
-                extra["process_exited"] = args.pid
-                if not args.json:
-                    print(f"kprobes: process {args.pid} exited", file=sys.stderr)
-            if args.json:
-                out.write(summary_json(stats, extra) + "\n")
-                out.flush()
-            else:
-                print(summary_text(stats), file=sys.stderr)
-            for problem in s.cleanup_problems:
-                print(f"warning: {problem}", file=sys.stderr)
+            sink.flush()
+            watch.clear()
+            if sink.error is None:
+                _summary(args, s, stats, sink, child, ended)
     finally:
-        if out is not sys.stdout:
-            out.close()
+        if watch is not None:
+            watch.clear()
+        sink.close()
         for fd in (target, child.pidfd if child else None):
             if fd is not None:
                 os.close(fd)
         if child:
             if child.status is None and not child.exited():
                 child.kill()
+    if sink.error is not None:       # the session is closed: nothing left in the kernel
+        raise sink.problem()
     return 0
+
+
+def _summary(args: argparse.Namespace, s: Session, stats: Any, sink: Sink,
+             child: _Child | None, ended: _Ended) -> None:
+    extra: dict[str, Any] = {}
+    if child and child.exited():
+        extra["command_exit"] = child.status
+    if ended.target_exited:
+        extra["process_exited"] = args.pid
+        if not args.json:
+            print(f"kprobes: process {args.pid} exited", file=sys.stderr)
+    if args.json:
+        sink.write(summary_json(stats, extra) + "\n")
+        sink.flush()
+    else:
+        print(summary_text(stats), file=sys.stderr)
+    for problem in s.cleanup_problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+class _Ended:
+    """True once the -c command or the -p process has exited."""
+
+    def __init__(self, child: _Child | None, target: int | None) -> None:
+        self.child = child
+        self.target = target
+        self.target_exited = False
+
+    def __call__(self) -> bool:
+        if self.child:
+            return self.child.exited()
+        if self.target is not None and not self.target_exited and _readable(self.target):
+            self.target_exited = True
+        return self.target_exited
+
+
+def _want_status(args: argparse.Namespace) -> bool:
+    """The live status line: only on a terminal, and not where events print to it."""
+    if args.status == "never" or not _isatty(sys.stderr):
+        return False
+    if args.status == "always":
+        return True
+    return bool(args.quiet or args.output or not _isatty(sys.stdout))
+
+
+def _isatty(f: Any) -> bool:
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False

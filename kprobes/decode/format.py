@@ -438,7 +438,7 @@ def _str(raw: bytes) -> str:
     i = raw.find(0)
     if i >= 0:
         raw = raw[:i]
-    return raw.decode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "surrogateescape")
 
 
 Converter = Callable[[Any, int, int, Any], Any]
@@ -697,7 +697,7 @@ def _loc_converter(f: Field) -> Converter:
                 raw = bytes(raw)
             if b"\0" in raw:  # an embedded NUL ends a C string
                 raw = raw[:raw.find(0)]
-            return raw.decode("utf-8", "backslashreplace")
+            return raw.decode("utf-8", "surrogateescape")
         return string
 
     locs = struct.Struct(f"={f.count}I")

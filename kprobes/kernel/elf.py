@@ -1,4 +1,4 @@
-"""ELF symbols -> uprobe file offsets (pyelftools, optional extra ``kprobes[elf]``).
+"""ELF symbols -> uprobe file offsets (pyelftools, a dependency, imported when needed).
 
 ``uprobe_events`` takes ``PATH:OFFSET`` where OFFSET is a *file* offset.  A
 symbol's ``st_value`` is a virtual address; the PT_LOAD segment containing it
@@ -110,7 +110,7 @@ def _elftools():
         from elftools.elf.elffile import ELFFile
     except ImportError:
         raise NotSupported("ELF symbol resolution needs pyelftools", feature="pyelftools",
-                           hint="pip install 'kprobes[elf]'") from None
+                           hint="pip install pyelftools (a dependency of kprobes: reinstall it)") from None
     return ELFFile, ELFError
 
 

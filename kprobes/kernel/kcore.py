@@ -1,4 +1,4 @@
-"""Read live kernel text from ``/proc/kcore`` (pyelftools, optional extra ``kprobes[elf]``).
+"""Read live kernel text from ``/proc/kcore`` (pyelftools, a dependency, imported when needed).
 
 ``/proc/kcore`` is an ELF core file whose PT_LOAD segments map kernel virtual
 addresses (direct map, vmalloc, kernel text, modules) to file offsets.  The
@@ -41,7 +41,7 @@ def kcore_segments(path: str = KCORE, *, refresh: bool = False) -> tuple[Segment
         from elftools.elf.elffile import ELFFile
     except ImportError:
         raise NotSupported("reading /proc/kcore needs pyelftools", feature="pyelftools",
-                           hint="pip install 'kprobes[elf]'") from None
+                           hint="pip install pyelftools (a dependency of kprobes: reinstall it)") from None
     try:
         with open(path, "rb") as f:
             segs = tuple(sorted(

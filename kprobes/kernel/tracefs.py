@@ -59,6 +59,7 @@ class CpuStats:
     commit_overrun: int
     dropped: int
     read_events: int
+    bytes: int = 0          # bytes of unread events in this CPU's buffer
 
     @property
     def lost(self) -> int:
@@ -418,7 +419,7 @@ class Instance:
         return CpuStats(cpu=cpu, entries=vals.get("entries", 0), overrun=vals.get("overrun", 0),
                         commit_overrun=vals.get("commit overrun", 0),
                         dropped=vals.get("dropped events", 0),
-                        read_events=vals.get("read events", 0))
+                        read_events=vals.get("read events", 0), bytes=vals.get("bytes", 0))
 
     def pipe_path(self, cpu: int) -> str:
         return os.path.join(self.path, "per_cpu", f"cpu{cpu}", "trace_pipe_raw")

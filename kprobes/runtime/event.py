@@ -19,13 +19,16 @@ class TaskCache:
     ``saved_cmdlines``/``saved_tgids`` for tasks that already exited.
 
     comm is re-read once per batch (a task may exec and change it); tgid is
-    kept for the life of the cache.
+    kept for the life of the cache, and so is the comm of a task found gone
+    (it cannot change any more; re-reading ``saved_cmdlines`` per batch while
+    a backlog of its events drains cost more than decoding them).
     """
 
     def __init__(self, tracefs_root: str | None = None) -> None:
         self.root = tracefs_root
         self._tgid: dict[int, int] = {}
         self._comm: dict[int, str] = {}
+        self._gone: dict[int, str] = {}
         self._saved_comm: dict[int, str] | None = None
         self._saved_tgid: dict[int, int] | None = None
 
@@ -43,7 +46,7 @@ class TaskCache:
                 for line in f:
                     pid, _, rest = line.rstrip(b"\n").partition(b" ")
                     if pid.isdigit():
-                        out[int(pid)] = rest.decode(errors="replace")
+                        out[int(pid)] = rest.decode(errors="surrogateescape")
         except OSError:
             pass
         return out
@@ -77,11 +80,16 @@ class TaskCache:
             else:
                 try:
                     with open(f"/proc/{tid}/comm", "rb") as f:
-                        c = f.read().rstrip(b"\n").decode(errors="replace")
+                        c = f.read().rstrip(b"\n").decode(errors="surrogateescape")
                 except OSError:
-                    if self._saved_comm is None:
-                        self._saved_comm = self._saved("saved_cmdlines")
-                    c = self._saved_comm.get(tid, "<...>")
+                    c = self._gone.get(tid)
+                    if c is None:
+                        if self._saved_comm is None:
+                            self._saved_comm = self._saved("saved_cmdlines")
+                        c = self._saved_comm.get(tid, "<...>")
+                        if len(self._gone) > 65536:
+                            self._gone.clear()
+                        self._gone[tid] = c
             self._comm[tid] = c
         return c
 

@@ -34,11 +34,15 @@ Handler = Callable[..., Any]
 class ProbeStats:
     """Counters of one probe."""
 
-    events: int = 0        # decoded and delivered to the handler
-    hits: int = 0          # kprobe_profile / uprobe_profile hits (0 for tracepoints)
+    events: int = 0        # delivered to the handler: this session's events (pid, filter)
+    #: times the probe fired in the kernel, for EVERY process and before filters
+    #: (kprobe_profile / uprobe_profile); the kernel counts none for tracepoints: 0
+    #: there and ``kernel_counted`` False. JSON: ``hits_all`` (null for tracepoints).
+    hits: int = 0
     misses: int = 0        # nmissed (incl. kretprobe instances missed for lack of maxactive)
     errors: int = 0        # handler exceptions
     first_error: str | None = None
+    kernel_counted: bool = False   # hits/misses come from the kernel's profile
 
 
 @dataclass(eq=False, slots=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..decode.format import RecordDecoder, parse_format
 from ..decode.ringbuf import PageDecoder
-from ..errors import DecodeError
+from ..errors import DecodeError, KprobesError
 from ..kernel.tracefs import Instance, Tracefs
 from .event import Event, TaskCache
 from .handle import ProbeHandle, Stream
@@ -252,6 +252,9 @@ class Batch:
             rows += [unpack(page, r[1] + 2) for r in recs]
         rows = self._ordered(rows)
         flags, pcs, tids = (list(x) for x in zip(*rows, strict=True)) if rows else ([], [], [])
+        self._set_common(flags, pcs, tids)
+
+    def _set_common(self, flags: list[int], pcs: list[int], tids: list[int]) -> None:
         if 0xFF in pcs:
             for i, pc in enumerate(pcs):
                 if pc == 0xFF:
@@ -307,7 +310,11 @@ class Batch:
         for _cpu, page, recs in self._segs:
             rows += dec.rows(page, map(_START, recs))
         rows = self._ordered(rows)
-        cols = [list(x) for x in zip(*rows, strict=True)][3:] if rows else [[] for _ in names]
+        cols = ([list(x) for x in zip(*rows, strict=True)] if rows
+                else [[] for _ in range(3 + len(names))])
+        if rows and "tid" not in self._cols:
+            self._set_common(*cols[:3])     # the same pass gave the common fields
+        cols = cols[3:]
         args = dict(zip(names, cols, strict=True))
         for k in hidden:
             del args[k]
@@ -466,6 +473,7 @@ class Reader:
         self.lost_pages = 0
         self.lost_from_pages = 0
         self.pages_read = 0
+        self._buffer_bytes: int | None = None
         self._poll = select.poll()
         self._wake: set[int] = set()
         self.stacks: Any = None     # a runtime.stacks.StackSplitter when stacks are recorded
@@ -564,6 +572,23 @@ class Reader:
             except Exception:  # noqa: BLE001 - instance may be gone
                 continue
         return max(total, self.lost_from_pages), self.lost_pages
+
+    def fill(self) -> dict[int, float]:
+        """How full each CPU's ring buffer is (unread bytes / ``buffer_size_kb``), 0..1."""
+        size = self._buffer_bytes
+        if size is None:
+            try:
+                size = self._buffer_bytes = int(self.inst.read("buffer_size_kb").split()[0]) * 1024
+            except (KprobesError, OSError, ValueError, IndexError):
+                size = self._buffer_bytes = 0
+        out: dict[int, float] = {}
+        for cpu in range(self.ncpus):
+            try:
+                b = self.inst.cpu_stats(cpu).bytes
+            except Exception:  # noqa: BLE001 - instance may be gone
+                continue
+            out[cpu] = min(b / size, 1.0) if size else 0.0
+        return out
 
     def backlog(self) -> dict[int, int]:
         """Events waiting in each CPU's ring buffer (``entries`` of its stats)."""

@@ -59,8 +59,10 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "probes": {n: {"events": p.events, "hits": p.hits, "misses": p.misses,
-                           "errors": p.errors} for n, p in self.probes.items()},
+            "probes": {n: {"events": p.events,
+                           "hits_all": p.hits if p.kernel_counted else None,
+                           "misses": p.misses, "errors": p.errors}
+                       for n, p in self.probes.items()},
             "events": self.events, "lost": self.lost,
         }
 
@@ -713,6 +715,12 @@ class Session:
         ``entries``). Growing values mean the handlers fall behind."""
         return self._reader.backlog() if self._reader is not None else {}
 
+    def buffer_fill(self) -> dict[int, float]:
+        """How full each CPU's ring buffer is, 0..1 (unread bytes / buffer size):
+        events are lost when one reaches 1, so this, not the backlog count,
+        says whether loss is near."""
+        return self._reader.fill() if self._reader is not None else {}
+
     def lost(self) -> int:
         """Events the ring buffers dropped so far (all probes): cheaper than :meth:`stats`."""
         return self._reader.lost()[0] if self._reader is not None else 0
@@ -732,6 +740,7 @@ class Session:
         for h in self.handles:
             if h.created and h.event in profiles:
                 h.stats.hits, h.stats.misses = profiles[h.event]
+                h.stats.kernel_counted = True
             st.probes[h.name] = replace(h.stats)
             st.events += h.stats.events
         if self._reader is not None:

@@ -40,7 +40,7 @@ def test_trace_json_with_command(tracefs, workload):
         assert {"probe", "ts_ns", "cpu", "pid", "tid", "comm", "args"} <= set(e)
         assert e["comm"] == "workload"
     for name, p in summary["probes"].items():
-        assert p["events"] == n and p["hits"] == n and p["misses"] == 0, name
+        assert p["events"] == n and p["hits_all"] == n and p["misses"] == 0, name
     assert summary["lost"] == 0
     assert summary["command_exit"] == 0
     assert _nothing_of_ours(tracefs)
@@ -184,7 +184,7 @@ def test_filter_applies_in_kernel(tracefs, workload):
     events = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert [e["args"]["a"] for e in events[:-1]] == [7, 8, 9]
     probe = events[-1]["summary"]["probes"]
-    assert next(iter(probe.values()))["hits"] == 10   # hit 10 times, 3 passed the filter
+    assert next(iter(probe.values()))["hits_all"] == 10   # hit 10 times, 3 passed the filter
 
 
 def test_quiet_counts_without_printing(tracefs, workload):

@@ -18,7 +18,7 @@ import pytest
 from kprobes.kernel.elf import resolve_uprobe
 
 pytestmark = pytest.mark.host
-pytest.importorskip("elftools", reason="pyelftools not installed (pip install 'kprobes[elf]')")
+pytest.importorskip("elftools", reason="pyelftools not installed (a dependency: pip install pyelftools)")
 
 TRACEFS = "/sys/kernel/tracing"
 GROUP = "kpelftest"

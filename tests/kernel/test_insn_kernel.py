@@ -30,8 +30,8 @@ if not os.path.exists("/proc/kcore"):
 if not os.path.exists(KPROBE_EVENTS):
     pytest.skip(f"{KPROBE_EVENTS} missing (kernel without kprobes, or tracefs not mounted)",
                 allow_module_level=True)
-pytest.importorskip("capstone", reason="capstone not installed (pip install 'kprobes[disasm]')")
-pytest.importorskip("elftools", reason="pyelftools not installed (pip install 'kprobes[elf]')")
+pytest.importorskip("capstone", reason="capstone not installed (a dependency: pip install capstone)")
+pytest.importorskip("elftools", reason="pyelftools not installed (a dependency: pip install pyelftools)")
 
 from kprobes.kernel.arch.x86_64 import decode, is_instruction_boundary, next_instruction  # noqa: E402
 from kprobes.kernel.kcore import read_kernel_text  # noqa: E402

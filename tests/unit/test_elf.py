@@ -13,7 +13,7 @@ from kprobes.errors import KprobesError, SymbolError
 from kprobes.kernel import elf
 from kprobes.kernel.elf import find_binary, list_symbols, resolve_uprobe, vaddr_to_offset
 
-pytest.importorskip("elftools", reason="pyelftools not installed (pip install 'kprobes[elf]')")
+pytest.importorskip("elftools", reason="pyelftools not installed (a dependency: pip install pyelftools)")
 if not shutil.which("gcc") or not shutil.which("nm") or not shutil.which("readelf"):
     pytest.skip("needs gcc, nm and readelf to build and check test programs",
                 allow_module_level=True)

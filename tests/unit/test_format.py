@@ -250,7 +250,7 @@ def test_decode_strings_fault_and_utf8() -> None:
                           "comm": b"\0", "imm": None})
     flags, pc, pid, args = dec.decode(payload, 0, len(payload))
     assert args["s"] == "w\u00f6rld"
-    assert args["us"] == "bad\\xff\\xfe"
+    assert args["us"] == "bad\udcff\udcfe"   # surrogateescape: the bytes come back
     assert args["ch"] == "A"
     assert args["comm"] == ""  # an empty string is a NUL of length 1, not a fault
     assert args["imm"] is FAULT

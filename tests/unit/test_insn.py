@@ -16,7 +16,7 @@ from kprobes.kernel.arch.x86_64 import (
     next_instruction,
 )
 
-pytest.importorskip("capstone", reason="capstone not installed (pip install 'kprobes[disasm]')")
+pytest.importorskip("capstone", reason="capstone not installed (a dependency: pip install capstone)")
 
 BASE = 0xFFFFFFFF81000000
 # endbr64; ftrace nop; push rbp; mov rbp,rsp; call .+5; mov eax,1; jne .+2; pop rbp; ret

@@ -57,15 +57,20 @@ def test_json_line_data_that_is_not_json_becomes_its_repr() -> None:
 
 def test_summaries() -> None:
     stats = Stats(probes={"p_open": ProbeStats(events=9, hits=10, misses=1, errors=1,
-                                               first_error="ZeroDivisionError: x")},
-                  lost=2, events=9)
+                                               first_error="ZeroDivisionError: x",
+                                               kernel_counted=True),
+                          "sys_enter_openat": ProbeStats(events=4)},
+                  lost=2, events=13)
     text = summary_text(stats).splitlines()
     assert text[1].split() == ["p_open", "9", "10", "1", "1"]
     assert text[2] == "  first handler error: ZeroDivisionError: x"
-    assert text[-1] == "events delivered: 9, lost in ring buffer: 2"
+    assert text[3].split() == ["sys_enter_openat", "4", "-", "0", "0"]   # no kernel count
+    assert text[-2] == "events delivered: 13, lost in ring buffer: 2"
+    assert text[-1].startswith("hits (all): times the probe fired in the kernel, every process")
     d = json.loads(summary_json(stats, {"command_exit": 0}))["summary"]
-    assert d["probes"]["p_open"] == {"events": 9, "hits": 10, "misses": 1, "errors": 1}
-    assert (d["lost"], d["events"], d["command_exit"]) == (2, 9, 0)
+    assert d["probes"]["p_open"] == {"events": 9, "hits_all": 10, "misses": 1, "errors": 1}
+    assert d["probes"]["sys_enter_openat"]["hits_all"] is None
+    assert (d["lost"], d["events"], d["command_exit"]) == (2, 13, 0)
 
 
 # --------------------------------------------------------------- owner names

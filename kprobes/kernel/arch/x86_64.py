@@ -1,4 +1,4 @@
-"""x86-64 instruction boundaries for kprobes and post-handlers (capstone, extra ``kprobes[disasm]``).
+"""x86-64 instruction boundaries for kprobes and post-handlers (capstone, a dependency, imported when needed).
 
 Every x86 rule lives here: decoding, the ENDBR64 landing pad at a function's
 entry, the 5-byte ftrace call site counted as one instruction, refusing a
@@ -72,7 +72,7 @@ def _capstone(detail: bool = False):
         import capstone
     except ImportError:
         raise NotSupported("instruction decoding needs capstone", feature="capstone",
-                           hint="pip install 'kprobes[disasm]'") from None
+                           hint="pip install capstone (a dependency of kprobes: reinstall it)") from None
     if not _md_cache:
         plain = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         full = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)

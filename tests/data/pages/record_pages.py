@@ -59,7 +59,7 @@ int main(void)
 	return (int)(r & 1);
 }
 """
-STRS = ["hello", "w\u00f6rld", "bad\\xff\\xfe!", "abc"]  # as decoded (utf-8, backslashreplace)
+STRS = ["hello", "w\u00f6rld", "bad\udcff\udcfe!", "abc"]  # as decoded (utf-8, surrogateescape)
 PROBE_ARGS = ("n=%di:s32 n8=%di:s8 nx=%di:x64 s=+0(%si):string us=+0(%si):ustring "
               "ch=+0(%si):char chars=+0(%si):char[3] x=%dx:x64 xs=%dx:s64 "
               "arr=+0(%cx):u8[4] sarr=+0(%cx):s8[4] comm=$comm imm=\\\"imm\"")

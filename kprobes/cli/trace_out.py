@@ -1,0 +1,320 @@
+"""The output side of ``kprobes trace``: where events go, how fast, and what
+the user sees on stderr while it runs.
+
+- :class:`Sink` writes events to stdout or ``-o FILE``, flushed once per read
+  cycle (a reader of the file sees events within the latency setting; a
+  SIGKILL loses at most one batch). A failed write (EPIPE from ``| head``,
+  ENOSPC from ``-o /dev/full``) stops the session and becomes one error.
+- :func:`json_batch` encodes a whole batch into JSON lines from its columns
+  (C-level ``map(str, ...)`` and slice assignment, no per-row Python code for
+  the common all-integer case).
+- :class:`Watch` runs after every read cycle: flushes, warns when the ring
+  buffer drops events or fills towards loss, shows a status line on a
+  terminal, and ends the run when the ``-c`` command or ``-p`` process exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from ..decode.flags import CONTEXTS
+from ..errors import KprobesError
+from ..output.render import escape_text, json_line, json_safe, text_line
+
+__all__ = ["Sink", "json_batch", "text_batch", "text_event", "json_event", "Watch", "hex_args",
+           "CONTEXT", "FILL_WARN"]
+
+CONTEXT = CONTEXTS
+_CTX_NAMES = ("task", "softirq", "irq", "nmi")
+#: trace_flags byte -> index into _CTX_NAMES (for bytes.translate: one C pass per batch)
+_CTX_OF = bytes(_CTX_NAMES.index(c) for c in CONTEXT)
+
+#: warn when a CPU's ring buffer is this full: loss is near
+FILL_WARN = 0.5
+
+_enc_str = json.encoder.encode_basestring  # C, keeps non-ASCII
+
+
+class Sink:
+    """Where the events go. Writes are buffered and flushed once per read
+    cycle; the first write error is kept, stops the session (``on_error``)
+    and later writes are dropped."""
+
+    def __init__(self, path: str | None) -> None:
+        self.name = path or "stdout"
+        self.error: OSError | None = None
+        self.on_error: Callable[[], None] | None = None
+        self.events = 0
+        if path:
+            try:
+                self.f: IO[str] = open(path, "w", encoding="utf-8",  # noqa: SIM115
+                                       errors="backslashreplace", buffering=1 << 16)
+            except OSError as e:
+                raise KprobesError(f"cannot open {path}: {e.strerror}",
+                                   hint="-o takes a file this user can create") from None
+        else:
+            self.f = sys.stdout
+            if hasattr(self.f, "reconfigure"):
+                self.f.reconfigure(errors="backslashreplace")
+
+    def write(self, text: str) -> None:
+        if self.error is None:
+            try:
+                self.f.write(text)
+            except OSError as e:
+                self._fail(e)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.f.flush()
+            except OSError as e:
+                self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        self.error = e
+        if self.f is sys.stdout:   # nothing more can go there: not even at exit
+            try:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(fd, sys.stdout.fileno())
+                os.close(fd)
+            except (OSError, ValueError):
+                pass
+        if self.on_error is not None:
+            self.on_error()
+
+    def problem(self) -> KprobesError:
+        e = self.error
+        assert e is not None
+        if e.errno == errno.EPIPE:
+            return KprobesError(f"{self.name} was closed by its reader (broken pipe): stopped",
+                                hint="nothing is left in the kernel; events after the close "
+                                     "were not written")
+        return KprobesError(f"cannot write events to {self.name}: "
+                            f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, e.errno)})",
+                            hint="free space or choose another -o FILE; the trace stopped "
+                                 "and nothing is left in the kernel")
+
+    def close(self) -> None:
+        if self.f is not sys.stdout:
+            try:
+                self.f.close()
+            except OSError as e:
+                if self.error is None:
+                    self.error = e
+
+
+def json_batch(sink: Sink) -> Callable[[Any], None]:
+    """A batch handler writing one JSON line per event (the text of
+    :func:`json_line`), built per batch from columns. Integer and string
+    arguments take the column path; other values (faults, arrays, booleans)
+    go event by event."""
+    heads: dict[str, str] = {}
+    mids: dict[tuple[int, int, int, int, str], str] = {}
+    strs: dict[str, str] = {}
+
+    def jstr(v: str) -> str:
+        js = strs.get(v)
+        if js is None:
+            if len(strs) > 4096:
+                strs.clear()
+            js = strs[v] = json_safe(_enc_str(v))
+        return js
+
+    def mid(cpu: int, pid: int, tid: int, comm: str, ctx: int, pc: int) -> str:
+        k = (cpu, tid, ctx, pc, comm)
+        m = mids.get(k)
+        if m is None:
+            if len(mids) > 65536:
+                mids.clear()
+            m = mids[k] = (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '
+                           f'"preempt_count": {pc}, "context": "{_CTX_NAMES[ctx]}", "args": {{')
+        return m
+
+    def on_batch(b: Any) -> None:
+        n = len(b)
+        if not n:
+            return
+        args = b.args
+        vals: list[str | list[str]] = []
+        for col in args.values():
+            kinds = set(map(type, col))
+            if kinds <= {int}:
+                vals.append(str(col[0]) if col.count(col[0]) == n else list(map(str, col)))
+            elif kinds <= {str}:
+                vals.append(jstr(col[0]) if col.count(col[0]) == n else list(map(jstr, col)))
+            else:
+                sink.write("".join(json_line(ev) + "\n" for ev in b.events()))
+                return
+        head = heads.get(b.probe)
+        if head is None:
+            head = heads[b.probe] = '{"probe": ' + json.dumps(b.probe) + ', "ts_ns": '
+        cpu, tid, pc, comm, pid = b.cpu, b.tid, b.preempt_count, b.comm, b.pid
+        flags = b.trace_flags.tobytes().translate(_CTX_OF)   # only the context is written
+        # pieces of a row: constant text, or one string per row; constants merge
+        segs: list[str | list[str]] = [head, list(map(str, b.ts))]
+
+        def add(x: str | list[str]) -> None:
+            if type(x) is str and type(segs[-1]) is str:
+                segs[-1] += x
+            else:
+                segs.append(x)
+
+        same = [c.count(c[0]) == n for c in (cpu, tid, flags, pc, comm)]
+        if all(same):
+            add(mid(cpu[0], pid[0], tid[0], comm[0], flags[0], pc[0]))
+        elif all(same[1:]):     # one task on several CPUs: the usual case
+            by_cpu = {c: mid(c, pid[0], tid[0], comm[0], flags[0], pc[0]) for c in set(cpu)}
+            add(list(map(by_cpu.__getitem__, cpu)))
+        else:   # pid is one per tid within a batch
+            add(list(map(mid, cpu, pid, tid, comm, flags, pc)))
+        for j, (name, v) in enumerate(zip(args, vals, strict=True)):
+            add((", " if j else "") + json.dumps(name) + ": ")
+            add(v)
+        add("}}\n")
+        width = len(segs)
+        out: list[str | None] = [None] * (width * n)
+        for j, seg in enumerate(segs):
+            out[j::width] = [seg] * n if type(seg) is str else seg
+        sink.write("".join(out))           # type: ignore[arg-type]
+    return on_batch
+
+
+def text_batch(sink: Sink, hexes: dict[str, set[str]]) -> Callable[[Any], None]:
+    def on_batch(b: Any) -> None:
+        xs = hexes[b.probe]
+        sink.write("".join(text_line(ev, xs) + "\n" for ev in b.events()))
+    return on_batch
+
+
+def text_event(sink: Sink, hexes: dict[str, set[str]],
+               stacks: bool = False) -> Callable[[Any], None]:
+    """One text line per event; with ``stacks`` its frames indented under it."""
+    if stacks:
+        from ..output.stacks import stack_text
+
+        def emit_stacks(ev: Any) -> None:
+            sink.write(text_line(ev, hexes[ev.probe]) + "\n" + stack_text(ev))
+        return emit_stacks
+
+    def emit(ev: Any) -> None:
+        sink.write(text_line(ev, hexes[ev.probe]) + "\n")
+    return emit
+
+
+def json_event(sink: Sink, stacks: bool = False) -> Callable[[Any], None]:
+    """One JSON line per event; with ``stacks`` its ``kstack``/``ustack`` arrays."""
+    if stacks:
+        from ..output.stacks import with_stacks
+
+        def emit_stacks(ev: Any) -> None:
+            sink.write(with_stacks(json_line(ev), ev) + "\n")
+        return emit_stacks
+
+    def emit(ev: Any) -> None:
+        sink.write(json_line(ev) + "\n")
+    return emit
+
+
+class Watch:
+    """Called after every read cycle: flushes the sink; warns (rate-limited,
+    on stderr) when the ring buffer drops events or a CPU's buffer is
+    :data:`FILL_WARN` full (loss is near); draws the status line; ends the
+    run when ``done()`` says so (the -c command or -p process exited)."""
+
+    def __init__(self, s: Any, sink: Sink, done: Callable[[], bool], *, status: bool = False,
+                 every: float = 1.0, quiet_for: float = 5.0,
+                 err: IO[str] | None = None) -> None:
+        self.s = s
+        self.sink = sink
+        self.done = done
+        self.status = status
+        self.every = every
+        self.quiet_for = quiet_for
+        self.err = err or sys.stderr
+        now = time.monotonic()
+        self.t_start = self.t_last = now
+        self.t_check = now + every
+        self.t_warned = -quiet_for
+        self.lost_warned = 0
+        self.events_last = 0
+        self.h_time = 0.0
+        self.drawn = False
+
+    def __call__(self) -> bool:
+        self.sink.flush()
+        now = time.monotonic()
+        if now >= self.t_check:
+            self.check(now)
+        return self.done()
+
+    def _events(self) -> int:
+        return sum(h.stats.events for h in self.s.handles)
+
+    def check(self, now: float) -> None:
+        s = self.s
+        dt = now - self.t_last
+        self.t_last, self.t_check = now, now + self.every
+        lost = s.lost()
+        fill = s.buffer_fill()
+        waiting = sum(s.backlog().values())
+        full = max(fill.values(), default=0.0)
+        busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
+        self.h_time = s.handler_time
+        events = self._events()
+        rate = (events - self.events_last) / dt if dt > 0 else 0.0
+        self.events_last = events
+        msg = None
+        if now - self.t_warned >= self.quiet_for:
+            if lost > self.lost_warned:
+                msg = f"ring buffer dropped {lost - self.lost_warned} events ({lost} in all)"
+            elif full >= FILL_WARN:
+                msg = f"ring buffer {full:.0%} full: events will be lost soon"
+        if msg:
+            self.t_warned = now
+            self.lost_warned = lost
+            self.clear()
+            print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
+                  f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
+                  file=self.err, flush=True)
+        if self.status:
+            self.draw(now - self.t_start, events, rate, lost, waiting, full)
+
+    def draw(self, elapsed: float, events: int, rate: float, lost: int, waiting: int,
+             full: float) -> None:
+        line = (f"kprobes: {elapsed:,.0f} s  {events:,} events  {rate:,.0f}/s  lost {lost:,}  "
+                f"backlog {waiting:,} ({full:.0%} of buffer)")
+        try:
+            self.err.write(f"\r\x1b[K{escape_text(line)}")
+            self.err.flush()
+            self.drawn = True
+        except OSError:
+            self.status = False
+
+    def clear(self) -> None:
+        """Remove the status line (before a warning or the summary)."""
+        if self.drawn:
+            try:
+                self.err.write("\r\x1b[K")
+                self.err.flush()
+            except OSError:
+                pass
+            self.drawn = False
+
+
+def hex_args(s: Any, h: Any) -> set[str]:
+    """Args of probe ``h`` that text output prints in hex (README "Numbers"):
+    probe args whose fetch type is ``xN`` (given, compiled from BTF for a
+    pointer, or the kernel's default ``x64`` of an untyped raw fetch), and
+    tracepoint fields declared as pointers. Everything else is decimal."""
+    if h.probe.dynamic:
+        return {a.name for a in h.probe.args if (a.type or "x64").startswith("x")}
+    from ..decode.format import parse_format
+    fmt = parse_format(s.tracefs.event_format(h.group, h.event), h.group)
+    return {f.name for f in fmt.arg_fields if f.kind == "int" and f.decl.rstrip().endswith("*")}
