@@ -15,6 +15,13 @@ from ..output.render import summary_json, summary_text
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
 from .complete import spec_completer
+from .export import (
+    add_serve_argument,
+    check_serve,
+    close_parquet,
+    open_parquet,
+    start_exporter,
+)
 from .trace_out import Sink, Watch, hex_args, json_batch, json_event, text_batch, text_event
 
 __all__ = ["register", "run"]
@@ -38,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="in-kernel filter for every probe, e.g. 'ret < 0' or 'comm == \"cat\"'")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per event per line, then {\"summary\": ...}")
+    p.add_argument("--format", choices=("text", "json", "parquet"), default=None,
+                   help="text (default), json (as --json), or parquet: an Apache Parquet "
+                        "file (-o FILE), written in row groups as events come; columns "
+                        "probe, ts_ns, time, cpu, pid, tid, comm, then each probe's args "
+                        "(needs pip install 'kprobes[arrow]')")
+    p.add_argument("--row-group", type=int, default=65536, metavar="ROWS",
+                   help="--format parquet: events per row group, written as soon as that "
+                        "many are read (bounds memory; default 65536)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="count every event without decoding or printing it (summary only)")
     p.add_argument("-o", "--output", metavar="FILE",
@@ -55,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", choices=("auto", "always", "never"), default="auto",
                    help="a live status line on stderr (events/s, lost, backlog, elapsed); auto: "
                         "when stderr is a terminal that events do not print to")
+    add_serve_argument(p)
     p.add_argument("--armed", action="store_true", help=argparse.SUPPRESS)  # bench: start-up
     p.set_defaults(func=run)
 
@@ -128,7 +144,20 @@ def run(args: argparse.Namespace) -> int:
     if args.latency < 0:
         raise KprobesError(f"--latency {args.latency:g}: must be 0 or more",
                            hint="milliseconds, e.g. --latency 5")
-    sink = Sink(args.output)
+    if args.format == "json":
+        args.json = True
+    parquet = args.format == "parquet"
+    if parquet:
+        if args.json or args.quiet:
+            raise KprobesError("--format parquet writes events to a file: not with --json or -q")
+        if not args.output:
+            raise KprobesError("--format parquet needs an output file",
+                               hint="kprobes trace SPEC --format parquet -o events.parquet")
+        from ..output.arrow import pyarrow
+        pyarrow(parquet=True)       # a missing extra is reported before anything is created
+    check_serve(args)
+    sink = Sink(None if parquet else args.output)
+    pq_sink = exporter = None
     child = _Child(args.command) if args.command else None
     target = _pidfd(args.pid) if args.pid and not child else None
     status = _want_status(args)
@@ -150,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
                           else text_event(sink, hexes, stacked), stack=args.stack)
             s.start()
             hexes.update({h.name: hex_args(s, h) for h in s.handles})
+            if parquet:
+                pq_sink = open_parquet(args, s)
+            exporter = start_exporter(args, s)
             if args.armed:
                 print(f"armed {time.monotonic_ns()}", file=sys.stderr, flush=True)
             if not args.json and not args.quiet:
@@ -163,14 +195,21 @@ def run(args: argparse.Namespace) -> int:
                 s.wake_on(target)
             ended = _Ended(child, target)
             watch = Watch(s, sink, ended, status=status)
-            stats = s.run(duration=args.duration, until=watch)
+            stats = s.run(duration=args.duration,
+                          until=exporter.until(watch) if exporter else watch)
             sink.flush()
             watch.clear()
             if sink.error is None:
                 _summary(args, s, stats, sink, child, ended)
+            if pq_sink is not None:
+                print(close_parquet(pq_sink), file=sys.stderr)
     finally:
         if watch is not None:
             watch.clear()
+        if exporter is not None:
+            exporter.close()
+        if pq_sink is not None:
+            close_parquet(pq_sink)  # a readable file whatever ended the run
         sink.close()
         for fd in (target, child.pidfd if child else None):
             if fd is not None:

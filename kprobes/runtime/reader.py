@@ -344,6 +344,13 @@ class Batch:
     def __iter__(self) -> Iterator[LazyEvent]:
         return iter(self.events())
 
+    def to_arrow(self) -> Any:
+        """The rows as a ``pyarrow.Table``: ``probe``, ``ts_ns``, ``time``, ``cpu``,
+        ``pid``, ``tid``, ``comm``, then one typed column per argument (see
+        :mod:`kprobes.output.arrow`). Needs ``pip install 'kprobes[arrow]'``."""
+        from ..output.arrow import batch_to_arrow
+        return batch_to_arrow(self)
+
 
 class Cycle:
     """What one read cycle got: per page ``(cpu, page, records)``, and per
@@ -477,6 +484,10 @@ class Reader:
         self._poll = select.poll()
         self._wake: set[int] = set()
         self.stacks: Any = None     # a runtime.stacks.StackSplitter when stacks are recorded
+
+    def targets(self) -> list[Stream]:
+        """Every ``(handle, decoder, has_comm, hidden)`` this reader decodes for."""
+        return [t for ts in self.by_type.values() for t in ts]
 
     def open(self) -> None:
         for cpu in range(self.ncpus):

@@ -66,6 +66,13 @@ class Stats:
             "events": self.events, "lost": self.lost,
         }
 
+    def to_pandas(self) -> Any:
+        """One row per probe (index ``probe``; columns ``events``, ``hits``, ``misses``,
+        ``errors``); ``df.attrs`` holds ``events``, ``lost``, ``lost_pages``.
+        Needs pandas (``pip install 'kprobes[pandas]'``)."""
+        from ..output.frames import stats_to_pandas
+        return stats_to_pandas(self)
+
 
 class Session:
     """A tracing session owning one event group and one private tracefs instance.
@@ -709,6 +716,11 @@ class Session:
             self.add_batch(parse_spec(spec, filter=filter), fn, name=name)
             return fn
         return deco
+
+    @property
+    def reader(self) -> Reader | None:
+        """The ring-buffer reader once started (``reader.targets()``: the decoders)."""
+        return self._reader
 
     def backlog(self) -> dict[int, int]:
         """Events waiting in each CPU's ring buffer, not yet read (``per_cpu/cpuN/stats``
