@@ -459,7 +459,8 @@ class Session:
         assert inst is not None
         inst.set_event_enabled(h.group, h.event, True)
         self._undo.append((f"disable {h.group}/{h.event}",
-                           lambda: inst.set_event_enabled(h.group, h.event, False)))
+                           lambda: inst.exists() and
+                           inst.set_event_enabled(h.group, h.event, False)))
 
     # -- running -------------------------------------------------------------
     #: seconds spent in handlers (per-event and batch) so far; compare with
@@ -714,6 +715,7 @@ class Session:
             return
         self._closed = True
         blocked = block_signals()
+        failed: list[tuple[str, Callable[[], None]]] = []
         try:
             while self._undo:
                 what, fn = self._undo.pop()
@@ -723,7 +725,15 @@ class Session:
                     self._final = self._snapshot()
                 try:
                     fn()
-                except Exception as e:  # noqa: BLE001 - keep undoing
+                except Exception:  # noqa: BLE001 - keep undoing, then try once more
+                    failed.append((what, fn))
+            # a step refused once (ENOMEM, EBUSY while a later step was pending)
+            # is tried again after all the others: a disable that failed makes
+            # the delete fail, and both succeed on the second round
+            for what, fn in failed:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - report, never raise
                     self.cleanup_problems.append(f"{what}: {e}")
         finally:
             unblock_signals(blocked)
