@@ -70,7 +70,8 @@ gate ruff "$py" -m ruff check kprobes tests bench
 gate mypy "$py" -m mypy
 
 host_dirs=()
-for d in tests/unit tests/host; do
+# tests/fuzz: every fuzz target for KPROBES_FUZZ_SECONDS (default 5) each
+for d in tests/unit tests/host tests/fuzz; do
     [ -d "$d" ] && host_dirs+=("$d")
 done
 if [ ${#host_dirs[@]} -gt 0 ]; then

@@ -65,10 +65,11 @@ def _check(name: str, samples: list[tuple[float, int]]) -> tuple[bool, str]:
         return True, f"{name}: fewer than 2 samples after minute 1 (run longer)"
     base_rss, base_fds = samples[0]
     worst = max(abs(r - base_rss) / base_rss for r, _ in samples)
+    last = (samples[-1][0] - base_rss) / base_rss
     fds = sorted({f for _, f in samples})
     ok = worst <= 0.10 and len(fds) == 1
-    return ok, (f"{name}: RSS after minute 1 {base_rss:.1f} MB, largest deviation "
-                f"{worst:.1%}; fds {fds}")
+    return ok, (f"{name}: RSS after minute 1 {base_rss:.1f} MB, at the end {samples[-1][0]:.1f} "
+                f"MB ({last:+.1%}), largest deviation {worst:.1%}; fds {fds}")
 
 
 def main() -> int:

@@ -129,7 +129,9 @@ class Tracefs:
         reason from ``error_log`` (or, for filters, from ``reason_from``).
         """
         check_line(line, what=f"write to {rel}")
-        data = (line + "\n").encode()
+        # a command-line argument with invalid UTF-8 arrives surrogate-escaped:
+        # the kernel gets the user's bytes back
+        data = (line + "\n").encode("utf-8", "surrogateescape")
         flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
         use_log = reason_from is None and self._error_log_relevant(rel)
         if use_log:
