@@ -86,6 +86,10 @@ class Tracefs:
             if _is_tracefs(r):
                 return cls(r)
         if os.geteuid() != 0:
+            if os.path.ismount(DEFAULT_ROOTS[0]):     # there, but closed to us
+                raise PermissionDenied(
+                    f"tracefs at {DEFAULT_ROOTS[0]} is accessible to root only",
+                    hint="run as root (sudo)")
             raise PermissionDenied(
                 "tracefs is not mounted and only root can mount it",
                 hint="run as root (sudo), or ask root to: mount -t tracefs nodev /sys/kernel/tracing")
@@ -367,8 +371,11 @@ class Instance:
             raise PermissionDenied(f"cannot create tracefs instance: {e.strerror}",
                                    hint="tracing needs root (sudo)") from e
         except OSError as e:
+            ro = e.errno == _errno.EROFS
             raise KernelRefused(f"cannot create tracefs instance {self.name}: {e.strerror}",
-                                errno=e.errno or 0, file="instances", command=self.name) from e
+                                errno=e.errno or 0, file="instances", command=self.name,
+                                hint=f"tracefs is mounted read-only: mount -o remount,rw "
+                                     f"{self.tfs.root}" if ro else None) from e
 
     def remove(self, *, busy_for: float = 2.0) -> None:
         """rmdir the instance, retrying for up to ``busy_for`` seconds while
@@ -457,8 +464,8 @@ def _mount_tracefs(target: str) -> None:
         mount("nodev", target, "tracefs")
     except OSError as e:
         if e.errno == _errno.EPERM:
-            raise PermissionDenied("mounting tracefs was refused (EPERM)",
-                                   hint="run as root: mount -t tracefs nodev /sys/kernel/tracing"
-                                   ) from None
+            raise PermissionDenied("tracefs is not mounted and mounting it was refused (EPERM)",
+                                   hint="mounting needs root with CAP_SYS_ADMIN: "
+                                        "mount -t tracefs nodev /sys/kernel/tracing") from None
         raise NotSupported(f"cannot mount tracefs: {e.strerror}", feature="tracefs",
                            hint="the kernel needs CONFIG_TRACING") from None

@@ -29,7 +29,7 @@ from ..kernel.tracefs import Instance, Tracefs
 from ..probes.btfargs import Pointer
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from ..probes.spec import parse_spec
-from . import owner
+from . import owner, watch
 from .event import Event
 from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .preflight import Preflight
@@ -481,8 +481,12 @@ class Session:
         deadline = None if duration is None else time.monotonic() + duration
         # Ctrl-C and SIGTERM end the run between batches: no batch is half delivered.
         old = install_stop_handlers(self)
+        next_check = time.monotonic() + 1.0
         try:
             while not self._stop:
+                if time.monotonic() >= next_check:     # our events changed behind our back?
+                    watch.check(self._inst, self.handles)
+                    next_check = time.monotonic() + 1.0
                 timeout = 0.2
                 if deadline is not None:
                     left = deadline - time.monotonic()
