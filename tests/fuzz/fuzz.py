@@ -1,4 +1,4 @@
-"""Run the fuzz targets of tests/fuzz/targets.py for a time budget each.
+"""Run the fuzz targets of tests/fuzz/fuzz_targets.py for a time budget each.
 
     python tests/fuzz/fuzz.py SECONDS [TARGET ...]
 
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from targets import TARGETS, Target  # noqa: E402
+from fuzz_targets import TARGETS, Target  # noqa: E402
 
 from kprobes.errors import KprobesError  # noqa: E402
 

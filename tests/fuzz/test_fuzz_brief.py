@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fuzz import fuzz  # noqa: E402
-from targets import TARGETS  # noqa: E402
+from fuzz_targets import TARGETS  # noqa: E402
 
 SECONDS = float(os.environ.get("KPROBES_FUZZ_SECONDS", "5"))
 
