@@ -83,6 +83,13 @@ fi
 
 for k in $kernels; do
     env_args=(--env "KPROBES_IN_VM=$k")
+    # the guest sees neither the kernel cache nor its full /lib/modules: hand
+    # tests/kernel/test_faults_kernel.py the module it loads and unloads
+    mods="$results/modules-$k"
+    mkdir -p "$mods"
+    cp /var/cache/kprobes/kernels/"$k".*/{,usr/}lib/modules/*/kernel/drivers/net/dummy.ko* \
+        "$mods"/ 2>/dev/null
+    env_args+=(--env "KPROBES_TEST_MODULES=$mods")
     case ${CI:-} in
         true|1) env_args+=(--env KPROBES_REQUIRE_KERNEL=1) ;;
     esac
