@@ -458,9 +458,10 @@ class Session:
         inst = self._inst
         assert inst is not None
         inst.set_event_enabled(h.group, h.event, True)
-        self._undo.append((f"disable {h.group}/{h.event}",
-                           lambda: inst.exists() and
-                           inst.set_event_enabled(h.group, h.event, False)))
+        def disable() -> None:
+            if inst.exists():       # gone: removing the instance disabled it
+                inst.set_event_enabled(h.group, h.event, False)
+        self._undo.append((f"disable {h.group}/{h.event}", disable))
 
     # -- running -------------------------------------------------------------
     #: seconds spent in handlers (per-event and batch) so far; compare with
@@ -484,8 +485,8 @@ class Session:
         next_check = time.monotonic() + 1.0
         try:
             while not self._stop:
-                if time.monotonic() >= next_check:     # our events changed behind our back?
-                    watch.check(self._inst, self.handles)
+                if time.monotonic() >= next_check and self._inst is not None:
+                    watch.check(self._inst, self.handles)   # changed behind our back?
                     next_check = time.monotonic() + 1.0
                 timeout = 0.2
                 if deadline is not None:

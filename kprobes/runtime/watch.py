@@ -20,7 +20,7 @@ from ..errors import KprobesError
 
 if TYPE_CHECKING:
     from ..kernel.tracefs import Instance
-    from .session import ProbeHandle
+    from .handle import ProbeHandle
 
 __all__ = ["tampered", "check"]
 
