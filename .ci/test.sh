@@ -70,7 +70,8 @@ gate ruff "$py" -m ruff check kprobes tests bench
 gate mypy "$py" -m mypy
 
 host_dirs=()
-for d in tests/unit tests/host; do
+# tests/fuzz: every fuzz target for KPROBES_FUZZ_SECONDS (default 5) each
+for d in tests/unit tests/host tests/fuzz; do
     [ -d "$d" ] && host_dirs+=("$d")
 done
 if [ ${#host_dirs[@]} -gt 0 ]; then
@@ -82,6 +83,13 @@ fi
 
 for k in $kernels; do
     env_args=(--env "KPROBES_IN_VM=$k")
+    # the guest sees neither the kernel cache nor its full /lib/modules: hand
+    # tests/kernel/test_faults_kernel.py the module it loads and unloads
+    mods="$results/modules-$k"
+    mkdir -p "$mods"
+    cp /var/cache/kprobes/kernels/"$k".*/{,usr/}lib/modules/*/kernel/drivers/net/dummy.ko* \
+        "$mods"/ 2>/dev/null
+    env_args+=(--env "KPROBES_TEST_MODULES=$mods")
     case ${CI:-} in
         true|1) env_args+=(--env KPROBES_REQUIRE_KERNEL=1) ;;
     esac

@@ -494,6 +494,8 @@ class RecordDecoder:
         names: list[str] = []
         converters: list[tuple[str, Converter]] = []
         for f in ordered:
+            if f.name in names:
+                raise DecodeError(f"event {fmt.name}: two fields named {f.name}")
             if f.offset < pos:
                 raise DecodeError(f"event {fmt.name}: field {f.name} overlaps the one before it")
             if f.offset > pos:

@@ -62,8 +62,11 @@ class Blacklist:
             if not sep:
                 continue
             name, _, mod = rest.strip().partition(" ")
-            entries.append(BlacklistEntry(int(lo, 16), int(hi, 16), name,
-                                          mod.strip().strip("[]") or None))
+            try:
+                lo_addr, hi_addr = int(lo, 16), int(hi, 16)
+            except ValueError:      # not an entry (a corrupt or foreign line)
+                continue
+            entries.append(BlacklistEntry(lo_addr, hi_addr, name, mod.strip().strip("[]") or None))
         return cls(entries)
 
     @classmethod

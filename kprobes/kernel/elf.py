@@ -229,6 +229,16 @@ def _versions(elf) -> tuple[dict[int, str], list[int]]:
 
 
 def _load(path: str) -> _ElfInfo:
+    try:
+        return _parse(path)
+    except KprobesError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyelftools raises anything on corrupt files
+        raise KprobesError(f"{path}: malformed ELF file ({type(e).__name__}: {e})",
+                           hint="the file is corrupt or truncated") from None
+
+
+def _parse(path: str) -> _ElfInfo:
     f, elf = _open_elf(path)
     with f:
         exec_sections = {i for i, s in enumerate(elf.iter_sections())

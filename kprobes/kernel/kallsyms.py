@@ -38,7 +38,7 @@ TEXT_TYPES = frozenset("TtWw")
 PSEUDO_MODULES = ("bpf", "__builtin__")
 #: compiler-generated prefixes that are not functions a user means (padding, CFI stubs).
 NOISE_PREFIXES = ("__pfx_", "__cfi_")
-_LINE_RX = re.compile(r"^([0-9a-fA-F]+) (\S) (\S+)(?:\t\[([^\]\s]+)\])?", re.M)
+_LINE_RX = re.compile(r"^([0-9a-fA-F]{1,16}) (\S) (\S+)(?:\t\[([^\]\s]+)\])?", re.M)
 _SPEC_RX = re.compile(r"^(?:(?P<mod>[\w.-]+):)?(?P<sym>[^\s:+]+)(?:\+(?P<off>0[xX][0-9a-fA-F]+|\d+))?$")
 
 

@@ -38,7 +38,7 @@ from .kallsyms import KernelSymbols, Sym, SymbolTable, read_kallsyms
 __all__ = ["KallsymsLookup", "cached_kallsyms", "cache_dir"]
 
 KALLSYMS = "/proc/kallsyms"
-_LINE_RX = re.compile(rb"([0-9a-fA-F]+) (\S) (\S+)(?:\t\[([^\]\s]+)\])?")
+_LINE_RX = re.compile(rb"([0-9a-fA-F]{1,16}) (\S) (\S+)(?:\t\[([^\]\s]+)\])?")
 _NONZERO_RX = re.compile(rb"^0*[1-9a-fA-F]", re.M)
 #: markers printed near the end of the core symbols: searched from the end
 _LATE_MARKERS = frozenset({"_etext", "_sinittext", "_einittext"})
@@ -66,7 +66,7 @@ class KallsymsLookup(SymbolTable):
 
     @classmethod
     def parse(cls, text: str) -> KallsymsLookup:
-        return cls(text.encode())
+        return cls(text.encode("utf-8", "surrogateescape"))
 
     def full(self) -> KernelSymbols:
         """The whole table, parsed on first use (listings, any address, suggestions)."""

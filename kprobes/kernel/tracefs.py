@@ -13,11 +13,13 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from ..errors import KernelRefused, NotSupported, PermissionDenied, SpecError
+from . import faults
 
 __all__ = ["Tracefs", "Instance", "CpuStats", "check_line", "DEFAULT_ROOTS"]
 
@@ -85,6 +87,10 @@ class Tracefs:
             if _is_tracefs(r):
                 return cls(r)
         if os.geteuid() != 0:
+            if os.path.ismount(DEFAULT_ROOTS[0]):     # there, but closed to us
+                raise PermissionDenied(
+                    f"tracefs at {DEFAULT_ROOTS[0]} is accessible to root only",
+                    hint="run as root (sudo)")
             raise PermissionDenied(
                 "tracefs is not mounted and only root can mount it",
                 hint="run as root (sudo), or ask root to: mount -t tracefs nodev /sys/kernel/tracing")
@@ -105,11 +111,16 @@ class Tracefs:
 
     def read(self, rel: str) -> str:
         try:
+            if faults.plan is not None:
+                faults.plan.hit("open", self.path(rel))
             with open(self.path(rel), encoding="utf-8", errors="replace") as f:
                 return f.read()
         except PermissionError as e:
             raise PermissionDenied(f"cannot read {self.path(rel)}: {e.strerror}",
                                    hint="tracing needs root (or CAP_SYS_ADMIN/CAP_PERFMON)") from e
+        except OSError as e:    # gone (removed behind our back), ENOMEM, ...
+            raise KernelRefused(f"cannot read {self.path(rel)}: {e.strerror}", errno=e.errno or 0,
+                                file=rel, command="") from e
 
     def read_lines(self, rel: str) -> list[str]:
         return [ln for ln in self.read(rel).splitlines() if ln and not ln.startswith("#")]
@@ -123,12 +134,16 @@ class Tracefs:
         reason from ``error_log`` (or, for filters, from ``reason_from``).
         """
         check_line(line, what=f"write to {rel}")
-        data = (line + "\n").encode()
+        # a command-line argument with invalid UTF-8 arrives surrogate-escaped:
+        # the kernel gets the user's bytes back
+        data = (line + "\n").encode("utf-8", "surrogateescape")
         flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
         use_log = reason_from is None and self._error_log_relevant(rel)
         if use_log:
             self.clear_error_log()
         try:
+            if faults.plan is not None:
+                faults.plan.hit("open", self.path(rel))
             fd = os.open(self.path(rel), flags)
         except PermissionError as e:
             raise PermissionDenied(f"cannot write {self.path(rel)}: {e.strerror}",
@@ -136,7 +151,12 @@ class Tracefs:
         except FileNotFoundError as e:
             raise NotSupported(f"{self.path(rel)} does not exist", feature=rel,
                                hint="this kernel lacks the feature (see: kprobes info)") from e
+        except OSError as e:
+            raise KernelRefused(f"cannot open {rel} to write {line!r}: {e.strerror}",
+                                errno=e.errno or 0, file=rel, command=line) from e
         try:
+            if faults.plan is not None:
+                faults.plan.hit("write", self.path(rel))
             os.write(fd, data)
         except OSError as e:
             reason, column = (None, None)
@@ -159,6 +179,8 @@ class Tracefs:
 
     def clear_error_log(self) -> None:
         try:
+            if faults.plan is not None:
+                faults.plan.hit("open", self.path("error_log"))
             fd = os.open(self.path("error_log"), os.O_WRONLY | os.O_TRUNC)
         except OSError:
             return
@@ -340,6 +362,8 @@ class Instance:
     def create(self) -> None:
         check_line(self.name, "instance name")
         try:
+            if faults.plan is not None:
+                faults.plan.hit("mkdir", self.path)
             os.mkdir(self.path)
         except FileExistsError:
             raise KernelRefused(f"tracefs instance {self.name} already exists", errno=_errno.EEXIST,
@@ -347,20 +371,29 @@ class Instance:
         except PermissionError as e:
             raise PermissionDenied(f"cannot create tracefs instance: {e.strerror}",
                                    hint="tracing needs root (sudo)") from e
+        except OSError as e:
+            ro = e.errno == _errno.EROFS
+            raise KernelRefused(f"cannot create tracefs instance {self.name}: {e.strerror}",
+                                errno=e.errno or 0, file="instances", command=self.name,
+                                hint=f"tracefs is mounted read-only: mount -o remount,rw "
+                                     f"{self.tfs.root}" if ro else None) from e
 
     def remove(self, *, busy_for: float = 2.0) -> None:
         """rmdir the instance, retrying for up to ``busy_for`` seconds while
         the kernel holds it busy (EBUSY: a file of it is open, e.g. another
         process reading its ``trace`` or ``tracing_on`` at that moment)."""
-        import time
         deadline = time.monotonic() + busy_for
         delay = 0.005
         while True:
             try:
+                if faults.plan is not None:
+                    faults.plan.hit("rmdir", self.path)
                 os.rmdir(self.path)
                 return
             except FileNotFoundError:
-                return
+                if not os.path.isdir(self.path):    # gone (not a stray ENOENT)
+                    return
+                raise
             except OSError as e:
                 if e.errno != _errno.EBUSY or time.monotonic() >= deadline:
                     raise
@@ -432,8 +465,8 @@ def _mount_tracefs(target: str) -> None:
         mount("nodev", target, "tracefs")
     except OSError as e:
         if e.errno == _errno.EPERM:
-            raise PermissionDenied("mounting tracefs was refused (EPERM)",
-                                   hint="run as root: mount -t tracefs nodev /sys/kernel/tracing"
-                                   ) from None
+            raise PermissionDenied("tracefs is not mounted and mounting it was refused (EPERM)",
+                                   hint="mounting needs root with CAP_SYS_ADMIN: "
+                                        "mount -t tracefs nodev /sys/kernel/tracing") from None
         raise NotSupported(f"cannot mount tracefs: {e.strerror}", feature="tracefs",
                            hint="the kernel needs CONFIG_TRACING") from None

@@ -34,7 +34,8 @@ from typing import Any
 
 from ..decode.format import RecordDecoder, parse_format
 from ..decode.ringbuf import PageDecoder
-from ..errors import DecodeError, KprobesError
+from ..errors import DecodeError, KernelRefused, KprobesError
+from ..kernel import faults
 from ..kernel.tracefs import Instance, Tracefs
 from .event import Event, TaskCache
 from .handle import ProbeHandle, Stream
@@ -494,7 +495,13 @@ class Reader:
             path = self.inst.pipe_path(cpu)
             if not os.path.exists(path):
                 continue
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                if faults.plan is not None:
+                    faults.plan.hit("open", path)
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError as e:
+                raise KernelRefused(f"cannot open {path}: {e.strerror}", errno=e.errno or 0,
+                                    file=path, command="") from e
             self.fds.append(fd)
             self._fd_cpu.append((fd, cpu))
             self._poll.register(fd, select.POLLIN)

@@ -29,7 +29,7 @@ from ..kernel.tracefs import Instance, Tracefs
 from ..probes.btfargs import Pointer
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from ..probes.spec import parse_spec
-from . import owner
+from . import owner, watch
 from .event import Event
 from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .preflight import Preflight
@@ -480,8 +480,10 @@ class Session:
         inst = self._inst
         assert inst is not None
         inst.set_event_enabled(h.group, h.event, True)
-        self._undo.append((f"disable {h.group}/{h.event}",
-                           lambda: inst.set_event_enabled(h.group, h.event, False)))
+        def disable() -> None:
+            if inst.exists():       # gone: removing the instance disabled it
+                inst.set_event_enabled(h.group, h.event, False)
+        self._undo.append((f"disable {h.group}/{h.event}", disable))
 
     # -- running -------------------------------------------------------------
     #: seconds spent in handlers (per-event and batch) so far; compare with
@@ -502,8 +504,12 @@ class Session:
         deadline = None if duration is None else time.monotonic() + duration
         # Ctrl-C and SIGTERM end the run between batches: no batch is half delivered.
         old = install_stop_handlers(self)
+        next_check = time.monotonic() + 1.0
         try:
             while not self._stop:
+                if time.monotonic() >= next_check and self._inst is not None:
+                    watch.check(self._inst, self.handles)   # changed behind our back?
+                    next_check = time.monotonic() + 1.0
                 timeout = 0.2
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -766,6 +772,7 @@ class Session:
             return
         self._closed = True
         blocked = block_signals()
+        failed: list[tuple[str, Callable[[], None]]] = []
         try:
             while self._undo:
                 what, fn = self._undo.pop()
@@ -775,7 +782,15 @@ class Session:
                     self._final = self._snapshot()
                 try:
                     fn()
-                except Exception as e:  # noqa: BLE001 - keep undoing
+                except Exception:  # noqa: BLE001 - keep undoing, then try once more
+                    failed.append((what, fn))
+            # a step refused once (ENOMEM, EBUSY while a later step was pending)
+            # is tried again after all the others: a disable that failed makes
+            # the delete fail, and both succeed on the second round
+            for what, fn in failed:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - report, never raise
                     self.cleanup_problems.append(f"{what}: {e}")
         finally:
             unblock_signals(blocked)
