@@ -9,6 +9,7 @@
 ...     s.run(duration=5)
 """
 
+from .agg.model import Aggregation, Bucket, Row
 from .decode.format import FAULT
 from .errors import (
     BTFError,
@@ -31,6 +32,7 @@ from .runtime.session import ProbeStats, Session, Stats
 
 __all__ = [
     "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
+    "Aggregation", "Row", "Bucket",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
     "KprobesError", "SpecError", "KernelRefused", "NotSupported", "PermissionDenied",
     "DecodeError", "SymbolError", "BTFError", "HandlerError",

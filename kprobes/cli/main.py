@@ -33,6 +33,9 @@ __all__ = ["main", "build_parser", "format_error", "SUBCOMMANDS"]
 #: is ``kprobes.cli.<name>``.
 SUBCOMMANDS: dict[str, str] = {
     "trace": "trace probes and print each event",
+    "count": "count events per key, in the kernel where it can",
+    "hist": "histogram of a value, in the kernel where it can",
+    "latency": "latency histogram of a function, in the kernel where it can",
     "list": "list probeable functions, tracepoints, or a binary's symbols",
     "info": "kernel support, or a function prototype / struct from BTF",
     "clean": "remove probes and instances left by dead kprobes sessions",

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +15,9 @@ from ..errors import KprobesError
 from ..output.render import json_line, summary_json, summary_text, text_line
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
+from .running import Child as _Child
+from .running import Watch as _Watch
+from .running import pidfd as _pidfd
 
 __all__ = ["register", "run"]
 
@@ -52,63 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _pidfd(pid: int) -> int | None:
-    """A pidfd for ``pid`` (readable once it exits), or None if unavailable."""
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return None
-
-
-def _readable(fd: int) -> bool:
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
-
-
-class _Child:
-    """A command forked now, exec'd only once the probes are armed."""
-
-    def __init__(self, cmd: str) -> None:
-        argv = shlex.split(cmd)
-        if not argv:
-            raise KprobesError("empty -c command")
-        self.argv = argv
-        self.r, self.w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:   # child: wait for the go, then exec
-            try:
-                os.close(self.w)
-                os.read(self.r, 1)
-                os.close(self.r)
-                os.execvp(argv[0], argv)
-            except OSError as e:
-                os.write(2, f"kprobes: cannot run {argv[0]}: {e.strerror}\n".encode())
-            finally:
-                os._exit(127)
-        os.close(self.r)
-        self.status: int | None = None
-        self.pidfd = _pidfd(self.pid)
-
-    def go(self) -> None:
-        os.write(self.w, b"g")
-        os.close(self.w)
-
-    def exited(self) -> bool:
-        if self.status is None:
-            pid, st = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(st)
-        return self.status is not None
-
-    def kill(self) -> None:
-        if self.status is None:
-            try:
-                os.kill(self.pid, 9)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.status = -9
 
 
 def _json_batch(out: IO[str]) -> Callable[[Any], None]:
@@ -156,65 +100,6 @@ def _text_batch(out: IO[str], hexes: set[str]) -> Callable[[Any], None]:
 def _count_batch(b: Any) -> None:
     """-q: decode every event (columns), print nothing."""
     b.args, b.tid     # noqa: B018 - decoding is the point
-
-
-class _Watch:
-    """Called after every read cycle: warns (rate-limited, on stderr) when the
-    ring buffer drops events or the backlog keeps growing; ends the run when
-    the -c command exits."""
-
-    def __init__(self, s: Session, child: _Child | None, every: float = 1.0,
-                 quiet_for: float = 5.0, target: int | None = None) -> None:
-        self.s = s
-        self.child = child
-        self.target = target        # pidfd of the -p process: its exit ends the run
-        self.target_exited = False
-        self.every = every
-        self.quiet_for = quiet_for
-        now = time.monotonic()
-        self.t_check = now + every
-        self.t_warned = 0.0
-        self.lost = 0
-        self.lost_warned = 0
-        self.backlog: list[int] = []
-        self.t_start = now
-        self.h_time = 0.0
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now >= self.t_check:
-            self.check(now)
-        if self.child:
-            return self.child.exited()
-        if self.target is not None and _readable(self.target):
-            self.target_exited = True
-        return self.target_exited
-
-    def check(self, now: float) -> None:
-        s = self.s
-        dt = now - (self.t_check - self.every)
-        self.t_check = now + self.every
-        lost = s.lost()
-        waiting = sum(s.backlog().values())
-        busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
-        self.h_time = s.handler_time
-        self.backlog = (self.backlog + [waiting])[-3:]
-        growing = len(self.backlog) == 3 and self.backlog[0] < self.backlog[1] < self.backlog[2]
-        self.lost = lost
-        if now - self.t_warned < self.quiet_for:
-            return
-        if lost > self.lost_warned:
-            msg = (f"ring buffer dropped {lost - self.lost_warned} events "
-                   f"({lost} in all)")
-        elif growing:
-            msg = "falling behind"
-        else:
-            return
-        self.t_warned = now
-        self.lost_warned = lost
-        print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
-              f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
-              file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
