@@ -67,16 +67,7 @@ def _write(tfs: Tracefs, rel: str, line: str, log: str | None, hint: str | None)
 
 
 def _clear_log(tfs: Tracefs, rel: str) -> None:
-    try:
-        fd = os.open(tfs.path(rel), os.O_WRONLY | os.O_TRUNC)
-    except OSError:
-        return
-    try:
-        os.write(fd, b"")
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    Tracefs(os.path.dirname(tfs.path(rel))).clear_error_log()
 
 
 def _last(tfs: Tracefs, log: str, line: str) -> tuple[str | None, int | None]:
