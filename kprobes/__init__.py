@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 # Names are imported on first use (PEP 562): ``import kprobes.cli.main`` and
 # ``kprobes info`` must not pay for the session, reader and decoder modules.
 _WHERE = {
+    "Aggregation": "agg.model", "Bucket": "agg.model", "Row": "agg.model",
     "FAULT": "decode.format",
     "BTFError": "errors", "DecodeError": "errors", "HandlerError": "errors",
     "KernelRefused": "errors", "KprobesError": "errors", "NotSupported": "errors",
@@ -32,6 +33,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
+    from .agg.model import Aggregation, Bucket, Row
     from .decode.format import FAULT
     from .errors import (
         BTFError,
@@ -71,7 +73,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
-    "Frame", "StackCounts", "StackRow",
+    "Frame", "StackCounts", "StackRow", "Aggregation", "Row", "Bucket",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
     "KprobesError", "SpecError", "KernelRefused", "NotSupported", "PermissionDenied",
     "DecodeError", "SymbolError", "BTFError", "HandlerError",

@@ -28,13 +28,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'would remove' if args.dry_run else 'removing'} instance {i}")
     for e in evs:
         print(f"{'would remove' if args.dry_run else 'removing'} event {e.group}/{e.event}")
+    synth = owner.orphan_synthetic(tfs)
+    for n in synth:
+        print(f"{'would remove' if args.dry_run else 'removing'} synthetic event {n}")
     problems = [] if args.dry_run else owner.remove_owned(tfs, insts, evs)
+    if not args.dry_run:
+        problems += owner.remove_synthetic(tfs, synth)
     for p in problems:
         print(f"warning: {p}")
     live = {e.group for e in dynevents.list_defined(tfs)
             if owner.parse_owner(e.group) and owner.owner_alive(e.group)}
     if live:
         print(f"left alone (owner alive): {', '.join(sorted(live))}")
-    if not insts and not evs:
+    if not insts and not evs and not synth:
         print("nothing to clean")
     return 1 if problems else 0

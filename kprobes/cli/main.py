@@ -34,6 +34,9 @@ __all__ = ["main", "build_parser", "format_error", "version", "SUBCOMMANDS"]
 #: is ``kprobes.cli.<name>``.
 SUBCOMMANDS: dict[str, str] = {
     "trace": "trace probes and print each event",
+    "count": "count events per key, in the kernel where it can",
+    "hist": "histogram of a value, in the kernel where it can",
+    "latency": "latency histogram of a function, in the kernel where it can",
     "stacks": "count distinct kernel/user stacks at a probe; flame graphs",
     "list": "list probeable functions, tracepoints, or a binary's symbols",
     "info": "kernel support, or a function prototype / struct from BTF",

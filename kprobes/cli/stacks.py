@@ -9,7 +9,9 @@ import sys
 
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
-from .trace import _Child, _Ended, _pidfd
+from .running import Child as _Child
+from .running import pidfd as _pidfd
+from .trace import _Ended
 
 __all__ = ["register", "run"]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
-import shlex
 import sys
 import time
 from typing import Any
@@ -22,6 +20,9 @@ from .export import (
     open_parquet,
     start_exporter,
 )
+from .running import Child as _Child
+from .running import pidfd as _pidfd
+from .running import readable as _readable
 from .trace_out import Sink, Watch, hex_args, json_batch, json_event, text_batch, text_event
 
 __all__ = ["register", "run"]
@@ -75,63 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _pidfd(pid: int) -> int | None:
-    """A pidfd for ``pid`` (readable once it exits), or None if unavailable."""
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return None
-
-
-def _readable(fd: int) -> bool:
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
-
-
-class _Child:
-    """A command forked now, exec'd only once the probes are armed."""
-
-    def __init__(self, cmd: str) -> None:
-        argv = shlex.split(cmd)
-        if not argv:
-            raise KprobesError("empty -c command")
-        self.argv = argv
-        self.r, self.w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:   # child: wait for the go, then exec
-            try:
-                os.close(self.w)
-                os.read(self.r, 1)
-                os.close(self.r)
-                os.execvp(argv[0], argv)
-            except OSError as e:
-                os.write(2, f"kprobes: cannot run {argv[0]}: {e.strerror}\n".encode())
-            finally:
-                os._exit(127)
-        os.close(self.r)
-        self.status: int | None = None
-        self.pidfd = _pidfd(self.pid)
-
-    def go(self) -> None:
-        os.write(self.w, b"g")
-        os.close(self.w)
-
-    def exited(self) -> bool:
-        if self.status is None:
-            pid, st = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(st)
-        return self.status is not None
-
-    def kill(self) -> None:
-        if self.status is None:
-            try:
-                os.kill(self.pid, 9)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.status = -9
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,18 +13,20 @@ True
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import re
 
-from ..kernel import dynevents
+from ..kernel import dynevents, triggers
 from ..kernel.tracefs import Tracefs
 
 __all__ = ["PREFIX", "new_name", "parse_owner", "owner_alive", "find_orphans", "remove_orphans",
-           "remove_owned"]
+           "remove_owned", "orphan_synthetic", "remove_synthetic"]
 
 PREFIX = "kprobes_"
 _NAME = re.compile(r"kprobes_(\d+)_(\d+)_(\d+)\Z")
+_SYNTH = re.compile(r"(kprobes_\d+_\d+_\d+)_[A-Za-z0-9_]+\Z")   # synthetic events
 _counter = itertools.count()
 
 
@@ -78,7 +80,15 @@ def remove_owned(tfs: Tracefs, instances: list[str],
         try:
             inst.remove()
         except OSError as ex:
-            problems.append(f"rmdir instance {name}: {ex.strerror}")
+            if ex.errno != errno.EBUSY:
+                problems.append(f"rmdir instance {name}: {ex.strerror}")
+                continue
+            # an instance with triggers is busy: remove them (in dependency order), retry
+            problems += triggers.clear_instance(inst)
+            try:
+                inst.remove()
+            except OSError as ex2:
+                problems.append(f"rmdir instance {name}: {ex2.strerror}")
     for ev in events:
         why = dynevents.delete_quietly(tfs, ev.kind, ev.group, ev.event)
         if why:
@@ -86,8 +96,31 @@ def remove_owned(tfs: Tracefs, instances: list[str],
     return problems
 
 
+def orphan_synthetic(tfs: Tracefs) -> list[str]:
+    """Synthetic events (``kprobes_<pid>_<start>_<n>_WHAT``) whose owner is gone."""
+    out = []
+    for name in triggers.list_synthetic(tfs):
+        m = _SYNTH.match(name)
+        if m and not owner_alive(m.group(1)):
+            out.append(name)
+    return out
+
+
+def remove_synthetic(tfs: Tracefs, names: list[str]) -> list[str]:
+    """Delete synthetic events (after the triggers that use them are gone)."""
+    problems = []
+    for name in names:
+        try:
+            triggers.delete_synthetic(tfs, name)
+        except Exception as ex:  # noqa: BLE001 - cleanup must go on
+            problems.append(f"delete synthetic event {name}: {ex}")
+    return problems
+
+
 def remove_orphans(tfs: Tracefs) -> tuple[int, int, list[str]]:
     """Remove what dead sessions left. Returns (instances, events, problems)."""
     insts, evs = find_orphans(tfs)
     problems = remove_owned(tfs, insts, evs) if (insts or evs) else []
-    return len(insts), len(evs), problems
+    synth = orphan_synthetic(tfs)
+    problems += remove_synthetic(tfs, synth)
+    return len(insts), len(evs) + len(synth), problems

@@ -30,6 +30,7 @@ from ..probes.btfargs import Pointer
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from ..probes.spec import parse_spec
 from . import owner, watch
+from .aggregate import AggregateMixin
 from .event import Event
 from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .preflight import Preflight
@@ -56,6 +57,7 @@ class Stats:
     lost: int = 0
     lost_pages: int = 0    # pages that carried the "events were lost" flag
     events: int = 0
+    aggregations: dict[str, Any] = field(default_factory=dict)   # name -> list of agg Rows
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +76,7 @@ class Stats:
         return stats_to_pandas(self)
 
 
-class Session:
+class Session(AggregateMixin):
     """A tracing session owning one event group and one private tracefs instance.
 
     Parameters: ``tracefs`` root (found and mounted when None), ``buffer_kb``
@@ -124,6 +126,10 @@ class Session:
         self.orphans_removed = (0, 0)
         self._final: Stats | None = None
         self.cleanup_problems: list[str] = []
+        self.aggregations: list[Any] = []           # Session.count()/hist()/funclatency()...
+        self._no_enable: set[int] = set()           # handles read by triggers only
+        self._no_comm: set[int] = set()             # handles that need no $comm fetch
+        self._after_cycle: list[Callable[[], None]] = []   # called after each delivered cycle
 
     # -- describing ----------------------------------------------------------
     def add(self, probe: Probe | str, handler: Handler | None = None, *,
@@ -368,8 +374,11 @@ class Session:
             # helper probes first: a kretprobe's entry half is recording before
             # its return half reports anything, so no reported return can have
             # entered unseen
+            for a in self.aggregations:
+                a.arm()
             for h in sorted(self.handles, key=lambda h: not h.hidden):
-                self._enable(h)
+                if id(h) not in self._no_enable:
+                    self._enable(h)
             self._reader = Reader(inst, tfs, self.handles, tasks_needed=True)
             self._reader.stacks = split
             self._undo.append(("close ring buffers", self._reader.close))
@@ -463,7 +472,7 @@ class Session:
         else:
             # profiles name events without their group: make the name unique
             h.group, h.event = self.name, f"{h.name}{self._tag}"
-            extra = (FetchArg(COMM_ARG, "$comm", "string"),)
+            extra = () if id(h) in self._no_comm else (FetchArg(COMM_ARG, "$comm", "string"),)
             line = p.definition(h.group, h.event, h.location, extra)
             dynevents.define(tfs, p.kind, line, hint=_refusal_hint(p))
             h.created = True
@@ -606,6 +615,8 @@ class Session:
                     self._deliver_simple(each[0], events)
                 else:
                     self._deliver_each(events)
+            for hook in self._after_cycle:
+                hook()
         finally:
             self.handler_time += time.perf_counter() - t0
         return n
@@ -763,6 +774,8 @@ class Session:
             st.events += h.stats.events
         if self._reader is not None:
             st.lost, st.lost_pages = self._reader.lost()
+        for a in self.aggregations:
+            st.aggregations[a.name] = a.read()
         return st
 
     # -- undoing -------------------------------------------------------------
