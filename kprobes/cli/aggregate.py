@@ -21,6 +21,7 @@ from ..agg.render import text_rows
 from ..errors import KprobesError
 from ..runtime.aggregate import BACKENDS
 from ..runtime.session import Session
+from .export import add_serve_argument, check_serve, start_exporter
 from .running import Child, Watch, pidfd
 
 __all__ = ["add_common", "run_aggregations", "split_keys"]
@@ -50,6 +51,7 @@ def add_common(p: argparse.ArgumentParser, *, by_default: str = "") -> None:
                         "dropped); the user side keeps 5x as many")
     p.add_argument("--json", action="store_true",
                    help="one JSON line per aggregation (per interval), then {\"summary\": ...}")
+    add_serve_argument(p)
 
 
 def split_keys(text: str) -> tuple[str, ...]:
@@ -86,13 +88,20 @@ def run_aggregations(args: argparse.Namespace, what: str,
         raise KprobesError(f"-i {args.interval:g}: must be more than 0", hint="seconds, e.g. -i 1")
     if args.top is not None and args.top < 1:
         raise KprobesError(f"--top {args.top}: must be 1 or more", hint="e.g. --top 10")
+    if getattr(args, "serve", None) and args.interval:
+        raise KprobesError("--serve and -i do not go together: Prometheus counters only grow, "
+                           "and -i starts every interval over",
+                           hint="leave out -i: Prometheus computes rates over time itself")
+    check_serve(args)
     child = Child(args.command) if args.command else None
     target = pidfd(args.pid) if args.pid and not child else None
+    exporter = None
     try:
         pid = child.pid if child else args.pid
         with Session(pid=pid) as s:
             aggs = build(s)
             s.start()
+            exporter = start_exporter(args, s, aggs)
             if not args.json:
                 how = "; ".join(f"{a.name}: {a.backend} backend ({a.backend_reason})"
                                 for a in aggs)
@@ -118,7 +127,8 @@ def run_aggregations(args: argparse.Namespace, what: str,
                         _print_rows(aggs, [a.interval() for a in aggs], args, n)
                         next_t += args.interval
                     return False
-            stats = s.run(duration=args.duration, until=until)
+            stats = s.run(duration=args.duration,
+                          until=exporter.until(until) if exporter else until)
             if args.interval:
                 rows = [a.interval() for a in aggs]
                 if any(rows) or n == 0:
@@ -147,6 +157,8 @@ def run_aggregations(args: argparse.Namespace, what: str,
             for problem in s.cleanup_problems:
                 print(f"warning: {problem}", file=sys.stderr)
     finally:
+        if exporter is not None:
+            exporter.close()
         for fd in (target, child.pidfd if child else None):
             if fd is not None:
                 os.close(fd)

@@ -505,6 +505,9 @@ class RecordDecoder:
             names.append(f.name)
             conv = self._converter(f, self.types.get(f.name))
             if conv is not None:
+                if f.is_common:     # decoded into the common columns, never converted
+                    raise DecodeError(f"event {fmt.name}: common field {f.name} is not a "
+                                      f"plain integer ({f.decl}, size {f.size})")
                 converters.append((f.name, conv))
         self._struct = struct.Struct("".join(codes))
         self._unpack = self._struct.unpack_from
