@@ -45,10 +45,10 @@ SUBCOMMANDS: dict[str, str] = {
     "clean": "remove probes and instances left by dead kprobes sessions",
     "demo": "run the kprobe, jprobe and kretprobe demonstrations",
     "vm": "run a command on a Debian kernel under QEMU (kprobes tests)",
-    "opensnoop": "trace open() calls: PID COMM FD ERR PATH (bcc's opensnoop)",
-    "execsnoop": "trace new processes: PCOMM PID PPID RET ARGS (bcc's execsnoop)",
-    "exitsnoop": "trace process exits: PCOMM PID PPID TID AGE(s) EXIT_CODE (bcc's exitsnoop)",
-    "killsnoop": "trace kill() signals: TIME PID COMM SIG TPID RESULT (bcc's killsnoop)",
+    "opensnoop": "bcc's opensnoop: open() calls, their path and result",
+    "execsnoop": "bcc's execsnoop: new processes and their arguments",
+    "exitsnoop": "bcc's exitsnoop: process exits, age and exit status",
+    "killsnoop": "bcc's killsnoop: signals sent by kill()",
 }
 
 
@@ -91,12 +91,24 @@ def _module(name: str) -> str:
     return cli if importlib.util.find_spec(cli) is not None else f"kprobes.tools.{name}"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Lines the subcommands' help up past the longest name (argparse leaves
+    out the subcommands' extra indent and wraps names longer than 8)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(a.dest) for a in action._choices_actions), default=0)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + 4)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ``argv``: the full tree of the subcommand it names, else
     a one-line placeholder per subcommand (enough for ``--help`` and for the
     "invalid choice" error).  ``argv=None`` builds every subcommand's tree."""
     parser = argparse.ArgumentParser(
-        prog="kprobes",
+        prog="kprobes", formatter_class=_Formatter,
         description="Dynamic tracing of the running Linux kernel and its programs: kprobes, "
                     "kretprobes, uprobes and tracepoints, with Python handlers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -193,7 +193,9 @@ def tool(module_name: str) -> tuple[Callable[[Any], None], Callable[[argparse.Na
         return _run(m, args)
 
     def register(sub: Any) -> None:
-        p = sub.add_parser(m.NAME, help=m.DESCRIPTION, description=m.DESCRIPTION,
+        from ..cli.main import SUBCOMMANDS
+        p = sub.add_parser(m.NAME, help=SUBCOMMANDS.get(m.NAME, m.DESCRIPTION),
+                           description=m.DESCRIPTION,
                            epilog=m.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
         _parser(p, m).set_defaults(func=run)
 

@@ -174,9 +174,9 @@ def setup(s: Session, args: argparse.Namespace, rows: Rows) -> None:
         if name_re and not name_re.search(comm):
             return
         more = len(argv) > limit
-        text = " ".join(quote(a) for a in argv[:limit]).replace("\n", "\\n") + \
-            (" ..." if more else "")
-        if line_re and not line_re.search(text):
+        text: str | None = " ".join(quote(a) for a in argv[:limit]).replace("\n", "\\n") + \
+            (" ..." if more else "") if argv else None      # None: gone before it was read
+        if line_re and not line_re.search(text or ""):
             return
         ppid = ppid_of(pid) or forks.get(pid)
         if args.ppid is not None and ppid != args.ppid:
@@ -196,6 +196,7 @@ def setup(s: Session, args: argparse.Namespace, rows: Rows) -> None:
         if args.timestamp:
             shown[1 if args.time else 0] = f"{(ev.ts_ns - t0) / 1e9:.3f}"
         shown[-3] = ppid if ppid is not None else "?"
+        shown[-1] = text if text is not None else "?"
         rows.emit(*vals, text=shown, argv=argv[:limit], args_truncated=more)
 
     if in_kernel:

@@ -52,8 +52,11 @@ FATAL = frozenset(range(1, 65)) - {int(s) for s in _NOT_FATAL} - {32, 33}
 
 
 def signame(sig: int) -> str:
-    """>>> signame(9), signame(40)
-    ('KILL', 'RT6')"""
+    """A signal's name as bcc prints it.
+
+    >>> signame(9), signame(40)
+    ('KILL', 'RT6')
+    """
     try:
         return signal.Signals(sig).name.removeprefix("SIG")
     except ValueError:
