@@ -184,7 +184,7 @@ def _run(m: ModuleType, args: argparse.Namespace) -> int:
 
 
 def tool(module_name: str) -> tuple[Callable[[Any], None], Callable[[argparse.Namespace], int],
-                                     Callable[[list[str] | None], int]]:
+                                     Callable[..., int]]:
     """``register(sub)`` (for ``kprobes TOOL``), ``run(args)`` and ``main(argv)``
     (for ``python -m kprobes.tools.TOOL``) of the tool module ``module_name``."""
     m = sys.modules[module_name]
