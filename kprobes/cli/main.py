@@ -11,7 +11,8 @@ Only the subcommand named on the command line is imported and registered
 from the :data:`SUBCOMMANDS` table without importing any of them.
 
 Adding a subcommand is one line in :data:`SUBCOMMANDS` (name -> one-line
-help, listed in this order) plus the module ``kprobes/cli/<name>.py``::
+help, listed in this order) plus the module ``kprobes/cli/<name>.py``
+(or, for the bcc-style tools, ``kprobes/tools/<name>.py``)::
 
     SUBCOMMANDS = {
         ...
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -43,6 +45,10 @@ SUBCOMMANDS: dict[str, str] = {
     "clean": "remove probes and instances left by dead kprobes sessions",
     "demo": "run the kprobe, jprobe and kretprobe demonstrations",
     "vm": "run a command on a Debian kernel under QEMU (kprobes tests)",
+    "opensnoop": "bcc's opensnoop: open() calls, their path and result",
+    "execsnoop": "bcc's execsnoop: new processes and their arguments",
+    "exitsnoop": "bcc's exitsnoop: process exits, age and exit status",
+    "killsnoop": "bcc's killsnoop: signals sent by kill()",
 }
 
 
@@ -78,12 +84,31 @@ def _chosen(argv: list[str]) -> str | None:
     return None
 
 
+def _module(name: str) -> str:
+    """The module of subcommand ``name``: ``kprobes.cli.<name>``, else the tool
+    ``kprobes.tools.<name>``."""
+    cli = f"kprobes.cli.{name}"
+    return cli if importlib.util.find_spec(cli) is not None else f"kprobes.tools.{name}"
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Lines the subcommands' help up past the longest name (argparse leaves
+    out the subcommands' extra indent and wraps names longer than 8)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(a.dest) for a in action._choices_actions), default=0)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + 4)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ``argv``: the full tree of the subcommand it names, else
     a one-line placeholder per subcommand (enough for ``--help`` and for the
     "invalid choice" error).  ``argv=None`` builds every subcommand's tree."""
     parser = argparse.ArgumentParser(
-        prog="kprobes",
+        prog="kprobes", formatter_class=_Formatter,
         description="Dynamic tracing of the running Linux kernel and its programs: kprobes, "
                     "kretprobes, uprobes and tracepoints, with Python handlers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -92,7 +117,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = _chosen(argv) if argv is not None else None
     for name, help_text in SUBCOMMANDS.items():
         if argv is None or name == chosen:
-            importlib.import_module(f"kprobes.cli.{name}").register(sub)
+            importlib.import_module(_module(name)).register(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser

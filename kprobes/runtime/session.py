@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -342,6 +343,24 @@ class Session(AggregateMixin):
         if self._tfs is None:
             self._tfs = Tracefs.open(self._tfs_root)
         return self._tfs
+
+    def supports(self, what: str) -> bool:
+        """Can this kernel trace ``what``: ``"kprobe"``, ``"uprobe"``, a
+        tracepoint ``"GROUP:EVENT"``, or one of its fields ``"GROUP:EVENT:FIELD"``?
+        Found by looking at tracefs; nothing is created. Lets a tool choose
+        between a kprobe and a tracepoint before adding either.
+
+        >>> Session().supports("sched:sched_process_exec")     # doctest: +SKIP
+        True
+        """
+        if what in ("kprobe", "uprobe"):
+            return self.tracefs.has(f"{what}_events")
+        group, _, rest = what.partition(":")
+        event, _, fld = rest.partition(":")
+        if not group or not event or not self.tracefs.has(f"events/{group}/{event}"):
+            return False
+        return not fld or re.search(rf"\s\**{re.escape(fld)}(\[\d*\])?;",
+                                    self.tracefs.event_format(group, event)) is not None
 
     def __enter__(self) -> Session:
         return self

@@ -22,7 +22,7 @@ RANK = {
     "probes": 2, "decode": 2, "agg": 2, "output": 2, "vm": 2, "symbolize": 2,
     "runtime": 3,
     "cli": 4,
-    "__init__": 5, "__main__": 5,
+    "__init__": 5, "__main__": 5, "tools": 5,
 }
 
 
