@@ -24,20 +24,25 @@ it prints ratios (TCG emulation: absolute times are ~10x the host's).
 
 from __future__ import annotations
 
-import argparse
+# the --child-trace process is measured from its start: it imports only what
+# the ``kprobes`` command's own script does; the rest is imported where used
 import os
-import resource
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = sys.executable
-KPROBES = [PY, "-m", "kprobes"]
+
+
+def _kprobes_cmd() -> list[str]:
+    """The ``kprobes`` command next to this interpreter (what a user runs; ``python -m``
+    would add runpy's imports), else ``python -m kprobes``."""
+    exe = os.path.join(os.path.dirname(PY), "kprobes")
+    return [exe] if os.access(exe, os.X_OK) else [PY, "-m", "kprobes"]
+
+
+KPROBES = _kprobes_cmd()
 
 
 class _Written(BaseException):
@@ -46,6 +51,8 @@ class _Written(BaseException):
 
 def child_trace(sym: str) -> int:
     """``kprobes trace 'p:SYM' -q -c true`` up to the definition's write; prints the time."""
+    import re  # noqa: F401 - the ``kprobes`` script imports it
+
     from kprobes.kernel import dynevents
 
     dynevents.supported = lambda tfs, kind: True   # this host has no kprobe_events
@@ -63,17 +70,22 @@ def child_trace(sym: str) -> int:
     return 1
 
 
-#: warm means compiled: an installed package has its .pyc files
+#: warm means compiled: an installed package has its .pyc files; the ``kprobes``
+#: script imports this checkout
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPATH"] = ROOT
 
 
 def _cpu() -> float:
+    import resource
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 
 def _median_run(argv: list[str], n: int) -> tuple[float, float]:
     """Median wall time and median CPU time (user+sys) of ``argv``."""
+    import statistics
+    import subprocess
     times, cpus = [], []
     for _ in range(n):
         c, t = _cpu(), time.perf_counter()
@@ -97,15 +109,19 @@ def _preflight(sym: str, old: bool) -> tuple[float, float]:
 
 
 def _medians(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    import statistics
     return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def _compile() -> None:
+    import subprocess
     subprocess.run([PY, "-m", "compileall", "-q", os.path.join(ROOT, "kprobes")], check=True,
                    env=ENV)
 
 
 def host(sym: str, n: int) -> None:
+    import statistics
+    import subprocess
     _compile()
     new, new_cpu = _medians([_preflight(sym, False) for _ in range(n)])
     old, old_cpu = _medians([_preflight(sym, True) for _ in range(max(n // 3, 1))])
@@ -139,6 +155,7 @@ def host(sym: str, n: int) -> None:
 # -- in the guest ----------------------------------------------------------------
 def _start(argv: list[str], env: dict | None = None) -> float:
     """Command start to the workload's main() (its start_ns line on stderr), in seconds."""
+    import subprocess
     t0 = time.monotonic_ns()
     r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
     if r.returncode:
@@ -150,6 +167,10 @@ def _start(argv: list[str], env: dict | None = None) -> float:
 
 
 def in_vm(sym: str, n: int) -> None:
+    import shutil
+    import statistics
+    import subprocess
+    import tempfile
     tmp = tempfile.mkdtemp(prefix="kpstart")
     loops = os.path.join(tmp, "loops")
     subprocess.run(["gcc", "-O2", "-o", loops, os.path.join(HERE, "loops.c")], check=True)
@@ -165,10 +186,11 @@ def in_vm(sym: str, n: int) -> None:
     }
     if shutil.which("bpftrace") is None:
         del variants["bpftrace"]
+    env = dict(os.environ, PYTHONPATH=ROOT)   # the ``kprobes`` script imports this checkout
     res: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(n):
         for k, argv in variants.items():
-            res[k].append(_start(argv))
+            res[k].append(_start(argv, env if k == "kprobes" else None))
             print(f"  {k} run {i + 1}: {res[k][-1]:.2f} s", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in res.items()}
     print(f"\n### Start-up of 'p:{sym}' in the {os.uname().release} guest (TCG), median of {n}\n")
@@ -178,6 +200,10 @@ def in_vm(sym: str, n: int) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--child-trace"]:
+        return child_trace(sys.argv[2])
+    import argparse
+    import subprocess
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sym", default="do_sys_openat2", help="kernel function to probe")
@@ -186,8 +212,6 @@ def main() -> int:
     ap.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-trace", metavar="SYM", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child_trace:
-        return child_trace(a.child_trace)
     if a.vm:
         _compile()     # the guest sees this checkout read-only: compile here
         cmd = [*KPROBES, "vm", "--kernel", "6.1", "--memory", "2G", "--timeout", "1800", "--",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 
-from ..kernel.features import probe_features
 from .complete import symbol_completer
 
 __all__ = ["register", "run"]
@@ -41,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         if args.target.split()[0] not in ("struct", "union", "enum", "typedef"):
             print(probe_status(args.target.removeprefix("kprobe:")))
         return 0
+    from ..kernel.features import probe_features
     f = probe_features()
-    print(f"kernel:            {platform.release()} ({platform.machine()})")
+    uname = os.uname()
+    print(f"kernel:            {uname.release} ({uname.machine})")
     print(f"tracefs:           {f.tracefs or 'not available'}")
     print(f"kprobes:           {_yn(f.kprobes)}"
           + ("" if f.kprobes else "  (no kprobe_events: CONFIG_KPROBE_EVENTS is off)"))

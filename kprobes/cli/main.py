@@ -103,11 +103,39 @@ class _Formatter(argparse.HelpFormatter):
                                           longest + self._current_indent + 4)
 
 
+def _columns() -> int:
+    """What ``shutil.get_terminal_size().columns`` says: $COLUMNS, else stdout's
+    terminal, else 80."""
+    try:
+        cols = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        cols = 0
+    if cols <= 0:
+        try:
+            cols = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            cols = 0
+    return cols or 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help formatters are given their width.
+
+    argparse makes a formatter for every ``add_argument`` (to check the
+    metavar), and a formatter without a width imports :mod:`shutil` to ask for
+    the terminal's, which imports bz2, lzma and zlib with their C libraries:
+    ~10 files read before any probe is armed, slow over a VM's 9p root.
+    Subparsers inherit this class."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)  # type: ignore[call-arg]
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ``argv``: the full tree of the subcommand it names, else
     a one-line placeholder per subcommand (enough for ``--help`` and for the
     "invalid choice" error).  ``argv=None`` builds every subcommand's tree."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kprobes", formatter_class=_Formatter,
         description="Dynamic tracing of the running Linux kernel and its programs: kprobes, "
                     "kretprobes, uprobes and tracepoints, with Python handlers.")

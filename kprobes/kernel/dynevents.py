@@ -20,6 +20,8 @@ __all__ = ["EventKind", "KINDS", "DefinedEvent", "define", "delete", "delete_qui
 
 @dataclass(frozen=True)
 class EventKind:
+    """One kind of dynamic event: its definitions file, profile and feature name."""
+
     name: str
     file: str          # where definitions are written
     profile: str       # kprobe_profile / uprobe_profile
@@ -41,6 +43,8 @@ KINDS: dict[str, EventKind] = {
 
 @dataclass(frozen=True)
 class DefinedEvent:
+    """A definition read back from the events file."""
+
     kind: str          # 'kprobe' or 'uprobe' (by file)
     letter: str        # p / r / r10 ...
     group: str
