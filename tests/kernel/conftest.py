@@ -98,6 +98,16 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/targets/workload.c built once per run (gcc is slow under emulation);
+    its C loops also replace Python workloads, whose start costs seconds in the VM."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from targets.build import build
+    return build("workload", str(tmp_path_factory.mktemp("targets")))
+
+
+@pytest.fixture(scope="session")
 def tracefs_root() -> Path:
     """The tracefs mount point (``/sys/kernel/tracing``), mounted if needed."""
     root = _tracefs()

@@ -19,7 +19,6 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from targets.build import build  # noqa: E402
 from targets.procs import run_bounded  # noqa: E402
 
 from kprobes import Session  # noqa: E402
@@ -39,11 +38,6 @@ OPEN_ARGS = ("dfd=$arg1:s32", "filename=+0($arg2):ustring", "flags=+0($arg3):x64
 @pytest.fixture(scope="module")
 def tfs() -> Tracefs:
     return Tracefs.open()
-
-
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build("workload", str(tmp_path_factory.mktemp("targets")))
 
 
 def _missing_path() -> str:
@@ -89,12 +83,6 @@ def test_failed_opens_counted_exactly(tfs, workload):
     assert all(e.comm == "workload" and e.pid == p.pid for e in mine)
 
 
-# two processes bouncing a byte through pipes: context switches on both CPUs
-PINGPONG = ("import os\nr1, w1 = os.pipe()\nr2, w2 = os.pipe()\nif os.fork() == 0:\n"
-            "    while True:\n        os.read(r1, 1)\n        os.write(w2, b'x')\n"
-            "while True:\n    os.write(w1, b'x')\n    os.read(r2, 1)\n")
-
-
 def test_sessions_come_and_go_under_context_switch_load(workload):
     """Each session's start and end re-patch kernel text while both CPUs
     context-switch: the static keys of the tracepoints that record-tgid hooks
@@ -103,7 +91,8 @@ def test_sessions_come_and_go_under_context_switch_load(workload):
     exactly, and the kernel keeps running. (With one host thread per guest CPU,
     QEMU's TCG hung the 6.1 guest and oopsed 6.12 under this load: the VM
     runner uses single-threaded TCG; see kprobes/vm/qemu.py.)"""
-    load = [subprocess.Popen([sys.executable, "-c", PINGPONG], start_new_session=True)
+    # two processes bouncing a byte through pipes, twice: context switches on both CPUs
+    load = [subprocess.Popen([workload, "pingpong"], start_new_session=True)
             for _ in range(2)]
     try:
         for i in range(12):
@@ -126,7 +115,7 @@ def test_sessions_come_and_go_under_context_switch_load(workload):
             q.wait()
 
 
-def test_jprobe_arguments_of_a_known_open(tfs, tmp_path):
+def test_jprobe_arguments_of_a_known_open(tfs, tmp_path, workload):
     path = str(tmp_path / "created-by-test")
     got = []
     with Session() as s:
@@ -135,10 +124,9 @@ def test_jprobe_arguments_of_a_known_open(tfs, tmp_path):
             if filename == path:
                 got.append((dfd, flags, mode, ev.pid))
         s.start()
-        child = subprocess.run([sys.executable, "-c",
-                                f"import os; os.close(os.open({path!r}, "
-                                "os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)); print(os.getpid())"],
-                               capture_output=True, text=True, check=True)
+        # open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)
+        child = subprocess.Popen([workload, "create", path], stdout=subprocess.PIPE, text=True)
+        assert child.communicate()[0].strip() == "done 1" and child.returncode == 0
         s.run(duration=0)
     want_flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC * 0
     assert len(got) == 1
@@ -146,7 +134,7 @@ def test_jprobe_arguments_of_a_known_open(tfs, tmp_path):
     assert dfd == -100                              # AT_FDCWD, signed
     assert flags & 0o3 == os.O_WRONLY and flags & want_flags == want_flags
     assert mode == 0o640
-    assert pid == int(child.stdout)
+    assert pid == child.pid
 
 
 def test_handler_parameter_not_fetched_is_refused_before_creating(tfs):
@@ -176,14 +164,13 @@ def test_kretprobe_entry_data_reaches_return(tfs, workload):
     assert all(ret == -2 and dt > 0 for ret, dt in pairs)
 
 
-def test_maxactive_misses_equal_kernel_count(tfs):
+def test_maxactive_misses_equal_kernel_count(tfs, workload):
     """maxactive=1 under two concurrent openers: misses are real and are the kernel's count."""
-    opener = ("import os\nfor _ in range(20000):\n try: os.open('/nonexistent/kp', 0)\n"
-              " except OSError: pass\n")
     with Session() as s:
         h = s.add(f"r1:{OPEN} ret=$retval:s64")
         s.start()
-        procs = [subprocess.Popen([sys.executable, "-c", opener]) for _ in range(2)]
+        procs = [subprocess.Popen([workload, "open", "20000", "/nonexistent/kp"],
+                                  stdout=subprocess.DEVNULL) for _ in range(2)]
         for pr in procs:
             pr.wait()
         s.run(duration=0)
@@ -343,10 +330,9 @@ def test_sigkill_then_new_session_cleans(tfs):
      r"preempt_count = \d+"),
     ("jprobe_open.py", r"process '.+' call open\('.*', 0o[0-7]+, 0o[0-7]+\)"),
 ])
-def test_examples_output(example, pattern, tmp_path):
+def test_examples_output(example, pattern, tmp_path, workload):
     path = _missing_path()
-    opener = subprocess.Popen([sys.executable, "-c", "import os\nwhile True:\n try: os.open("
-                               f"{path!r}, 0)\n except OSError: pass\n"])
+    opener = subprocess.Popen([workload, "open", str(10**12), path])   # until killed
     try:
         r = run_bounded([sys.executable, os.path.join(ROOT, "examples", example),
                             "--duration", "1"], timeout=300)
@@ -364,10 +350,10 @@ def test_examples_output(example, pattern, tmp_path):
         assert any(f"call open('{path}'" in ln for ln in lines)
 
 
-def test_kretprobe_example_reports_missed(tmp_path):
+def test_kretprobe_example_reports_missed(tmp_path, workload):
     path = _missing_path()
-    code = f"import os\nwhile True:\n try: os.open({path!r}, 0)\n except OSError: pass\n"
-    openers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    openers = [subprocess.Popen([workload, "open", str(10**12), path])   # until killed
+               for _ in range(2)]
     try:
         r = run_bounded([sys.executable, os.path.join(ROOT, "examples", "kretprobe_open.py"),
                             "--duration", "2"], timeout=300)

@@ -3,6 +3,9 @@
  *   workload calls N         call target_func(i, -i, "arg-<i>") N times (uprobe target)
  *   workload getppid N       N getppid() syscalls (tracepoint syscalls:sys_enter_getppid)
  *   workload open N PATH     N openat() of PATH (fails if PATH is missing)
+ *   workload create PATH     one openat(PATH, O_WRONLY|O_CREAT|O_EXCL, 0640) that creates it
+ *   workload pingpong        two processes bounce a byte through pipes until killed
+ *                            (context switches on every CPU; kill its process group)
  *   workload wait            block until stdin closes, then exit (a target for -p)
  * With -w first, it reads one byte from stdin before starting (so a tracer can
  * arm its probes on the already known pid).
@@ -59,6 +62,27 @@ int main(int argc, char **argv)
 			if (fd >= 0)
 				close(fd);
 		}
+	} else if (!strcmp(argv[1], "create") && argc > 2) {
+		int fd = open(argv[2], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			perror(argv[2]);
+			return 1;
+		}
+		close(fd);
+		n = 1;
+	} else if (!strcmp(argv[1], "pingpong")) {
+		int p1[2], p2[2];
+		char c = 'x';
+		if (pipe(p1) || pipe(p2))
+			return 1;
+		if (fork() == 0) {
+			while (read(p1[0], &c, 1) == 1 && write(p2[1], &c, 1) == 1)
+				;
+			return 0;
+		}
+		while (write(p1[1], &c, 1) == 1 && read(p2[0], &c, 1) == 1)
+			;
+		return 0;
 	} else if (!strcmp(argv[1], "wait")) {
 		char c;
 		while (read(0, &c, 1) > 0)
