@@ -108,6 +108,13 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def kernel_symbols():  # -> KernelSymbols
+    """All of /proc/kallsyms parsed once per run (seconds under emulation)."""
+    from kprobes.kernel.kallsyms import KernelSymbols
+    return KernelSymbols.load()
+
+
+@pytest.fixture(scope="session")
 def tracefs_root() -> Path:
     """The tracefs mount point (``/sys/kernel/tracing``), mounted if needed."""
     root = _tracefs()

@@ -62,8 +62,8 @@ def kprobe() -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def ks() -> KernelSymbols:
-    return KernelSymbols.load()
+def ks(kernel_symbols: KernelSymbols) -> KernelSymbols:
+    return kernel_symbols
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from kprobes import Session  # noqa: E402
 from kprobes.errors import SpecError, SymbolError  # noqa: E402
 from kprobes.kernel import dynevents  # noqa: E402
 from kprobes.kernel.blacklist import Blacklist  # noqa: E402
-from kprobes.kernel.kallsyms import KernelSymbols  # noqa: E402
 from kprobes.kernel.tracefs import Tracefs  # noqa: E402
 from kprobes.runtime import owner  # noqa: E402
 
@@ -238,7 +237,7 @@ def test_preflight_unknown_symbol_suggests(tfs):
     assert "vfs_read" in (ei.value.hint or "") + " ".join(ei.value.suggestions)
 
 
-def test_preflight_blacklisted(tfs):
+def test_preflight_blacklisted(tfs, kernel_symbols):
     bl = Blacklist.try_load()
     if bl is None:
         from kprobes.kernel.blacklist import ensure_debugfs
@@ -250,7 +249,7 @@ def test_preflight_blacklisted(tfs):
                 subprocess.run(["umount", "/sys/kernel/debug"], check=False)
     assert bl is not None and len(bl) > 0
     name = next(e.name for e in bl.entries if re.match(r"[a-z_]+\Z", e.name)
-                and len(KernelSymbols.load().lookup(e.name)) == 1)
+                and len(kernel_symbols.lookup(e.name)) == 1)
     with pytest.raises(SymbolError, match="blacklist"):
         with Session() as s:
             s.add(f"p:{name}")
@@ -268,8 +267,8 @@ def test_preflight_data_symbol_and_mid_instruction(tfs):
             s.start()
 
 
-def test_preflight_ambiguous_static_symbol(tfs):
-    ks = KernelSymbols.load()
+def test_preflight_ambiguous_static_symbol(tfs, kernel_symbols):
+    ks = kernel_symbols
     names: dict[str, int] = {}
     for sym in ks.iter_functions():
         if sym.module is None:
