@@ -331,7 +331,8 @@ def test_sigkill_then_new_session_cleans(tfs):
 ])
 def test_examples_output(example, pattern, tmp_path, workload):
     path = _missing_path()
-    opener = subprocess.Popen([workload, "open", str(10**12), path])   # until killed
+    # an open every 2 ms until killed: a steady trickle the example keeps up with
+    opener = subprocess.Popen([workload, "open", str(10**12), path, "2000"])
     try:
         r = run_bounded([sys.executable, os.path.join(ROOT, "examples", example),
                             "--duration", "1"], timeout=300)
@@ -351,7 +352,9 @@ def test_examples_output(example, pattern, tmp_path, workload):
 
 def test_kretprobe_example_reports_missed(tmp_path, workload):
     path = _missing_path()
-    openers = [subprocess.Popen([workload, "open", str(10**12), path])   # until killed
+    # two openers, an open every 0.5 ms each until killed: concurrent calls (maxactive=1
+    # misses some) at a rate the example's handler keeps up with
+    openers = [subprocess.Popen([workload, "open", str(10**12), path, "500"])
                for _ in range(2)]
     try:
         r = run_bounded([sys.executable, os.path.join(ROOT, "examples", "kretprobe_open.py"),

@@ -2,7 +2,9 @@
  *
  *   workload calls N         call target_func(i, -i, "arg-<i>") N times (uprobe target)
  *   workload getppid N       N getppid() syscalls (tracepoint syscalls:sys_enter_getppid)
- *   workload open N PATH     N openat() of PATH (fails if PATH is missing)
+ *   workload open N PATH [USEC]  N openat() of PATH (fails if PATH is missing), with a
+ *                            pause of USEC microseconds after each (a load that does
+ *                            not flood a tracer, nor take a whole CPU)
  *   workload create PATH     one openat(PATH, O_WRONLY|O_CREAT|O_EXCL, 0640) that creates it
  *   workload pingpong        two processes bounce a byte through pipes until killed
  *                            (context switches on every CPU; kill its process group)
@@ -57,10 +59,13 @@ int main(int argc, char **argv)
 			syscall(SYS_getppid);
 	} else if (!strcmp(argv[1], "open")) {
 		const char *path = argc > 3 ? argv[3] : "/nonexistent/kprobes-test";
+		long pause = argc > 4 ? atol(argv[4]) : 0;
 		for (long i = 0; i < n; i++) {
 			int fd = open(path, O_RDONLY | O_CLOEXEC, 0);
 			if (fd >= 0)
 				close(fd);
+			if (pause > 0)
+				usleep(pause);
 		}
 	} else if (!strcmp(argv[1], "create") && argc > 2) {
 		int fd = open(argv[2], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
