@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import HandlerError, KprobesError, NotSupported, SpecError, SymbolError
 from ..kernel import dynevents
@@ -44,8 +44,11 @@ from .signals import (
     restore_sigterm,
     unblock_signals,
 )
-from .stackcount import StackCounts
-from .stacks import enable_stacks, entry_ret_arg, parse_kind
+
+if TYPE_CHECKING:
+    from .stackcount import StackCounts
+# .stacks and .stackcount (with the symbolizers: ELF, lzma, threads) are imported
+# only by sessions that record stacks: a probe's start-up does not load them
 
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
@@ -143,7 +146,9 @@ class Session(AggregateMixin):
             raise KprobesError("probes must be added before the session starts")
         if isinstance(probe, str):
             probe = parse_spec(probe)
-        probe = entry_ret_arg(probe, parse_kind(stack)[1])
+        if stack is not None:
+            from .stacks import entry_ret_arg, parse_kind
+            probe = entry_ret_arg(probe, parse_kind(stack)[1])
         name = name or probe.name or probe.default_name()
         name = self._unique(name)
         h = ProbeHandle(name=name, probe=probe, handler=handler, stack=stack)
@@ -389,7 +394,10 @@ class Session(AggregateMixin):
             assert inst is not None
             for h in self.handles:
                 self._create(h)
-            split = enable_stacks(inst, tfs, self.handles, self._undo)
+            split = None
+            if any(h.stack is not None for h in self.handles):
+                from .stacks import enable_stacks
+                split = enable_stacks(inst, tfs, self.handles, self._undo)
             # helper probes first: a kretprobe's entry half is recording before
             # its return half reports anything, so no reported return can have
             # entered unseen
@@ -740,6 +748,7 @@ class Session(AggregateMixin):
         :class:`~.stackcount.StackCounts` for ``rows()``, ``to_folded()``,
         ``to_svg(path)``.
         """
+        from .stackcount import StackCounts
         counts = StackCounts(kind)
         h = self.add_batch(probe, counts.add_batch, name=name, stack=kind)
         counts.handle = h
