@@ -11,19 +11,11 @@ import subprocess
 import sys
 import uuid
 
-import pytest
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from targets.build import build  # noqa: E402
 
 KPROBES = [sys.executable, "-m", "kprobes"]
-
-
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build("workload", str(tmp_path_factory.mktemp("targets")))
 
 
 def _path() -> str:

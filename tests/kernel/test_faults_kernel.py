@@ -22,8 +22,6 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from targets.build import build  # noqa: E402
-
 from kprobes import Session  # noqa: E402
 from kprobes.errors import KprobesError, SymbolError  # noqa: E402
 from kprobes.kernel import faults  # noqa: E402
@@ -35,11 +33,6 @@ N = 5
 @pytest.fixture(scope="module")
 def tfs() -> Tracefs:
     return Tracefs.open()
-
-
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build("workload", str(tmp_path_factory.mktemp("targets")))
 
 
 def _state(tfs: Tracefs, tag: str) -> dict[str, list[str]]:
