@@ -544,7 +544,10 @@ class Session(AggregateMixin):
         try:
             while not self._stop:
                 if time.monotonic() >= next_check and self._inst is not None:
-                    watch.check(self._inst, self.handles)   # changed behind our back?
+                    # changed behind our back? (events read by triggers only are
+                    # never enabled: nothing to compare for those)
+                    watch.check(self._inst, [h for h in self.handles
+                                             if id(h) not in self._no_enable])
                     next_check = time.monotonic() + 1.0
                 timeout = 0.2
                 if deadline is not None:

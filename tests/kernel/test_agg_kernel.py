@@ -229,3 +229,17 @@ def test_latency_sigterm_and_sigkill_leave_nothing_after_next_session(tfs):
         s.add("t:sched:sched_process_exec")
         s.start()
     assert not _ours(tfs, kill)
+
+
+def test_kernel_backend_runs_past_the_tamper_check(tfs):
+    """Events read by hist triggers only are never enabled; the once-a-second
+    check for events changed behind our back must not take that for tampering
+    (it once ended every kernel-backend run after one second)."""
+    with Session() as s:
+        cnt = s.count("p:vfs_read", by=("comm",), backend="kernel")
+        lat = s.funclatency("vfs_read", by=("comm",), backend="kernel")
+        s.start()
+        stats = s.run(duration=1.6)
+        assert cnt.backend == "kernel" and lat.backend == "kernel"
+        assert stats.lost == 0
+    assert not _ours(tfs, owner.PREFIX + str(os.getpid()) + "_")
