@@ -67,7 +67,15 @@ _ADDR = re.compile(r"0[xX](?P<addr>[0-9a-fA-F]+)\Z")
 
 
 def _int(s: str) -> int:
-    return int(s, 0)
+    """A number as the kernel's ``kstrtoul(s, 0)`` reads it: ``0x`` hex, a
+    leading ``0`` octal (``+010`` is 8), else decimal."""
+    try:
+        if len(s) > 1 and s[0] == "0" and s[1] not in "xX":
+            return int(s, 8)
+        return int(s, 0)
+    except ValueError:
+        raise SpecError(f"{s!r} is not a number",
+                        hint="decimal, 0x hex or 0-prefixed octal, e.g. +0x10 or +16") from None
 
 
 def parse_arg(text: str, index: int, *, spec: str = "", column: int = 0) -> FetchArg:

@@ -43,8 +43,11 @@ def _alarm(signum: int, frame: object) -> None:
     raise Hang(f"input ran longer than {TIMEOUT} s")
 
 
-def fuzz(t: Target, seconds: float) -> tuple[int, float, str | None]:
-    """Fuzz one target; returns (executions, seconds, failure report or None)."""
+def fuzz(t: Target, seconds: float, *, derandomize: bool = False
+         ) -> tuple[int, float, str | None]:
+    """Fuzz one target; returns (executions, seconds, failure report or None).
+    ``derandomize``: the same inputs on every run (CI: a red run must be
+    reproducible, and new finds come from the exploratory runs of run.sh)."""
     execs = 0
 
     def one(data: object) -> None:
@@ -62,7 +65,7 @@ def fuzz(t: Target, seconds: float) -> tuple[int, float, str | None]:
         if _expired:
             raise Hang(f"input ran longer than {TIMEOUT} s")
 
-    test = settings(max_examples=400, deadline=None, database=None, derandomize=False,
+    test = settings(max_examples=400, deadline=None, database=None, derandomize=derandomize,
                     phases=(Phase.generate, Phase.shrink), print_blob=False,
                     suppress_health_check=list(HealthCheck))(given(t.strategy)(one))
     old = signal.signal(signal.SIGALRM, _alarm)
