@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..agg.model import Aggregation, Row
 from ..agg.render import text_rows
@@ -22,7 +20,7 @@ from ..errors import KprobesError
 from ..runtime.aggregate import BACKENDS
 from ..runtime.session import Session
 from .export import add_serve_argument, check_serve, start_exporter
-from .running import Child, Watch, pidfd
+from .running import Target, Watch, add_run_options
 
 __all__ = ["add_common", "run_aggregations", "split_keys"]
 
@@ -35,12 +33,7 @@ def add_common(p: argparse.ArgumentParser, *, by_default: str = "") -> None:
     p.add_argument("--top", type=int, metavar="N", help="print only the N largest rows")
     p.add_argument("-i", "--interval", type=float, metavar="SEC",
                    help="print (and start over) every SEC seconds, with a timestamp")
-    p.add_argument("-d", "--duration", type=float, metavar="SEC", help="stop after SEC seconds")
-    p.add_argument("-p", "--pid", type=int,
-                   help="only this process (and its children); end when it exits")
-    p.add_argument("-c", "--command", metavar="'CMD ARGS'",
-                   help="run CMD with the probes armed; only it (and its children); end when "
-                        "it exits")
+    add_run_options(p)
     p.add_argument("--filter", metavar="EXPR",
                    help="in-kernel filter on the probe's fields, e.g. 'ret < 0'")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -93,12 +86,11 @@ def run_aggregations(args: argparse.Namespace, what: str,
                            "and -i starts every interval over",
                            hint="leave out -i: Prometheus computes rates over time itself")
     check_serve(args)
-    child = Child(args.command) if args.command else None
-    target = pidfd(args.pid) if args.pid and not child else None
+    target = Target(args)
     exporter = None
     try:
-        pid = child.pid if child else args.pid
-        with Session(pid=pid) as s:
+        target.open()
+        with Session(pid=target.pid) as s:
             aggs = build(s)
             s.start()
             exporter = start_exporter(args, s, aggs)
@@ -106,13 +98,8 @@ def run_aggregations(args: argparse.Namespace, what: str,
                 how = "; ".join(f"{a.name}: {a.backend} backend ({a.backend_reason})"
                                 for a in aggs)
                 print(f"{what} {how}. Ctrl-C to end.", file=sys.stderr, flush=True)
-            if child:
-                if child.pidfd is not None:
-                    s.wake_on(child.pidfd)
-                child.go()
-            elif target is not None:
-                s.wake_on(target)
-            watch = Watch(s, child, target=target)
+            target.start(s)
+            watch = Watch(s, target)
             n = 0
             until: Callable[[], bool] = watch
             if args.interval:
@@ -135,11 +122,7 @@ def run_aggregations(args: argparse.Namespace, what: str,
                     _print_rows(aggs, rows, args, n + 1)
             else:
                 _print_rows(aggs, [a.read() for a in aggs], args, None)
-            extra: dict[str, Any] = {}
-            if child and child.exited():
-                extra["command_exit"] = child.status
-            if watch.target_exited:
-                extra["process_exited"] = args.pid
+            extra = target.ended()
             backends = sorted({a.backend for a in aggs})
             summary = stats.as_dict()
             summary.update(extra)
@@ -152,16 +135,12 @@ def run_aggregations(args: argparse.Namespace, what: str,
                 drops = f", {summary['dropped']} dropped for lack of room" \
                     if summary["dropped"] else ""
                 print(f"{stats.lost} lost{drops}", file=sys.stderr)
-                if watch.target_exited:
+                if target.target_exited:
                     print(f"kprobes: process {args.pid} exited", file=sys.stderr)
             for problem in s.cleanup_problems:
                 print(f"warning: {problem}", file=sys.stderr)
     finally:
         if exporter is not None:
             exporter.close()
-        for fd in (target, child.pidfd if child else None):
-            if fd is not None:
-                os.close(fd)
-        if child and child.status is None and not child.exited():
-            child.kill()
+        target.close()
     return 0

@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 
 from ..errors import KernelRefused, KprobesError, SpecError
 
@@ -176,10 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_command(args.func, args)
+
+
+def run_command(func: Callable[[argparse.Namespace], int | None],
+                args: argparse.Namespace) -> int:
+    """Run a subcommand (or a tool's ``main``): a :class:`KprobesError` becomes its
+    one-line message and status 1 (``--debug`` re-raises it), Ctrl-C 130, a
+    closed stdout 0."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except KprobesError as e:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(format_error(e), file=sys.stderr)
         return 1

@@ -1,22 +1,44 @@
-"""Running what a subcommand traces: the ``-c`` command (forked now, exec'd once the
-probes are armed), the ``-p`` process's pidfd, and the per-cycle watch that warns
-about drops and ends the run when that command or process exits.
+"""Running what a subcommand traces: the ``-d/-p/-c`` options every tracing
+subcommand and tool takes, the ``-c`` command (forked now, exec'd once the
+probes are armed) and the ``-p`` process (:class:`Target`), and the per-cycle
+:class:`Watch` that flushes output, warns about drops and ends the run when
+that command or process exits.
 
-Shared by ``kprobes trace`` and the aggregation subcommands.
+Shared by ``kprobes trace``, ``stacks``, the aggregation subcommands and the tools.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import select
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import IO, Any
 
 from ..errors import KprobesError
-from ..runtime.session import Session
+from ..output.render import escape_text
 
-__all__ = ["Child", "Watch", "pidfd", "readable"]
+__all__ = ["Child", "Target", "Watch", "add_run_options", "pidfd", "readable", "FILL_WARN"]
+
+#: warn when a CPU's ring buffer is this full: loss is near
+FILL_WARN = 0.5
+
+
+def add_run_options(p: argparse.ArgumentParser, *, pid: bool = True) -> None:
+    """``-d SEC``, ``-c 'CMD ARGS'`` and (unless the caller words its own) ``-p PID``;
+    ``-p`` and ``-c`` exclude each other."""
+    p.add_argument("-d", "--duration", type=float, metavar="SEC", help="stop after SEC seconds")
+    who = p.add_mutually_exclusive_group() if pid else p
+    if pid:
+        who.add_argument("-p", "--pid", type=int,
+                         help="trace only this process (and its children); end when it exits")
+    who.add_argument("-c", "--command", metavar="'CMD ARGS'",
+                     help="run CMD with the probes already armed; trace only it (and its "
+                          "children) and stop when it exits")
 
 
 def pidfd(pid: int) -> int | None:
@@ -46,7 +68,8 @@ class Child:
         if self.pid == 0:   # child: wait for the go, then exec
             try:
                 os.close(self.w)
-                os.read(self.r, 1)
+                if os.read(self.r, 1) != b"g":     # the tracer died before arming
+                    os._exit(127)
                 os.close(self.r)
                 os.execvp(argv[0], argv)
             except OSError as e:
@@ -78,60 +101,161 @@ class Child:
             self.status = -9
 
 
-class Watch:
-    """Called after every read cycle: warns (rate-limited, on stderr) when the
-    ring buffer drops events or the backlog keeps growing; ends the run when
-    the -c command exits."""
+class Target:
+    """What one run traces, from ``-c`` and ``-p``: ``Target(args)`` checks the
+    options, ``with target:`` (or :meth:`open`) forks the command, then
+    ``Session(pid=target.pid)`` and ``target.start(s)`` once armed; calling
+    ``target()`` tells whether the command or process has exited (the run's
+    end). Leaving the block closes the pidfds and kills a command that is
+    still running."""
 
-    def __init__(self, s: Session, child: Child | None, every: float = 1.0,
-                 quiet_for: float = 5.0, target: int | None = None) -> None:
-        self.s = s
-        self.child = child
-        self.target = target        # pidfd of the -p process: its exit ends the run
+    def __init__(self, args: argparse.Namespace) -> None:
+        command, pid = getattr(args, "command", None), getattr(args, "pid", None)
+        duration = getattr(args, "duration", None)
+        if duration is not None and duration < 0:     # -d 0: arm, then stop at once
+            raise KprobesError(f"-d {duration:g}: must be 0 or more", hint="seconds, e.g. -d 10")
+        if pid and not command and not os.path.exists(f"/proc/{pid}"):
+            raise KprobesError(f"-p {pid}: no such process", hint="see: ps -e")
+        self.command, self.pid = command, pid
+        self.child: Child | None = None
+        self.target: int | None = None
         self.target_exited = False
-        self.every = every
-        self.quiet_for = quiet_for
-        now = time.monotonic()
-        self.t_check = now + every
-        self.t_warned = 0.0
-        self.lost = 0
-        self.lost_warned = 0
-        self.backlog: list[int] = []
-        self.t_start = now
-        self.h_time = 0.0
+
+    def open(self) -> None:
+        """Fork the ``-c`` command (it waits for :meth:`start`) or open the ``-p``
+        process's pidfd; ``pid`` is then the process to trace."""
+        if self.command:
+            self.child = Child(self.command)
+            self.pid = self.child.pid
+        elif self.pid:
+            self.target = pidfd(self.pid)
+
+    def start(self, s: Any) -> None:
+        """Probes are armed: let the command run; wake the session when it or the
+        process exits."""
+        if self.child:
+            if self.child.pidfd is not None:
+                s.wake_on(self.child.pidfd)
+            self.child.go()
+        elif self.target is not None:
+            s.wake_on(self.target)
 
     def __call__(self) -> bool:
-        now = time.monotonic()
-        if now >= self.t_check:
-            self.check(now)
         if self.child:
             return self.child.exited()
-        if self.target is not None and readable(self.target):
+        if self.target is not None and not self.target_exited and readable(self.target):
             self.target_exited = True
         return self.target_exited
 
+    def ended(self) -> dict[str, Any]:
+        """For the summary: ``command_exit`` (its status) or ``process_exited`` (the pid)."""
+        if self.child and self.child.exited():
+            return {"command_exit": self.child.status}
+        if self.target_exited:
+            return {"process_exited": self.pid}
+        return {}
+
+    def close(self) -> None:
+        for fd in (self.target, self.child.pidfd if self.child else None):
+            if fd is not None:
+                os.close(fd)
+        self.target = None
+        if self.child:
+            self.child.pidfd = None
+            if self.child.status is None and not self.child.exited():
+                self.child.kill()
+
+    def __enter__(self) -> Target:
+        self.open()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Watch:
+    """Called after every read cycle: flushes the sink (if any); warns
+    (rate-limited, on stderr) when the ring buffer drops events or a CPU's
+    buffer is :data:`FILL_WARN` full (loss is near); draws the status line;
+    ends the run when ``done()`` says so (the -c command or -p process exited)."""
+
+    def __init__(self, s: Any, done: Callable[[], bool], *, sink: Any = None,
+                 status: bool = False, every: float = 1.0, quiet_for: float = 5.0,
+                 err: IO[str] | None = None) -> None:
+        self.s = s
+        self.sink = sink
+        self.done = done
+        self.status = status
+        self.every = every
+        self.quiet_for = quiet_for
+        self.err = err or sys.stderr
+        now = time.monotonic()
+        self.t_start = self.t_last = now
+        self.t_check = now + every
+        self.t_warned = -quiet_for
+        self.lost_warned = 0
+        self.events_last = 0
+        self.h_time = 0.0
+        self.drawn = False
+
+    def __call__(self) -> bool:
+        if self.sink is not None:
+            self.sink.flush()
+        now = time.monotonic()
+        if now >= self.t_check:
+            self.check(now)
+        return self.done()
+
+    def _events(self) -> int:
+        return sum(h.stats.events for h in self.s.handles)
+
     def check(self, now: float) -> None:
         s = self.s
-        dt = now - (self.t_check - self.every)
-        self.t_check = now + self.every
+        dt = now - self.t_last
+        self.t_last, self.t_check = now, now + self.every
         lost = s.lost()
+        fill = s.buffer_fill()
         waiting = sum(s.backlog().values())
+        full = max(fill.values(), default=0.0)
         busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
         self.h_time = s.handler_time
-        self.backlog = (self.backlog + [waiting])[-3:]
-        growing = len(self.backlog) == 3 and self.backlog[0] < self.backlog[1] < self.backlog[2]
-        self.lost = lost
-        if now - self.t_warned < self.quiet_for:
-            return
-        if lost > self.lost_warned:
-            msg = (f"ring buffer dropped {lost - self.lost_warned} events "
-                   f"({lost} in all)")
-        elif growing:
-            msg = "falling behind"
-        else:
-            return
-        self.t_warned = now
-        self.lost_warned = lost
-        print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
-              f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
-              file=sys.stderr, flush=True)
+        events = self._events()
+        rate = (events - self.events_last) / dt if dt > 0 else 0.0
+        self.events_last = events
+        msg = None
+        if now - self.t_warned >= self.quiet_for:
+            if lost > self.lost_warned:
+                msg = f"ring buffer dropped {lost - self.lost_warned} events ({lost} in all)"
+            elif full >= FILL_WARN:
+                msg = f"ring buffer {full:.0%} full: events will be lost soon"
+        if msg:
+            self.t_warned = now
+            self.lost_warned = lost
+            self.clear()
+            print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
+                  f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
+                  file=self.err, flush=True)
+        if self.status:
+            self.draw(now - self.t_start, events, rate, lost, waiting, full)
+
+    def draw(self, elapsed: float, events: int, rate: float, lost: int, waiting: int,
+             full: float) -> None:
+        line = (f"kprobes: {elapsed:,.0f} s  {events:,} events  {rate:,.0f}/s  lost {lost:,}  "
+                f"backlog {waiting:,} ({full:.0%} of buffer)")
+        try:
+            self.err.write(f"\r\x1b[K{escape_text(line)}")
+            self.err.flush()
+            self.drawn = True
+        except OSError:
+            self.status = False
+
+    def clear(self) -> None:
+        """Remove the status line (before a warning or the summary)."""
+        if self.drawn:
+            try:
+                self.err.write("\r\x1b[K")
+                self.err.flush()
+            except OSError:
+                pass
+            self.drawn = False

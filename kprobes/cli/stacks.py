@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from ..probes.spec import SPEC_HELP, parse_spec
 from ..runtime.session import Session
-from .running import Child as _Child
-from .running import pidfd as _pidfd
-from .trace import _Ended
+from .running import Target, add_run_options
 
 __all__ = ["register", "run"]
 
@@ -43,11 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="user stacks")
     kind.add_argument("--both", dest="kind", action="store_const", const="both",
                       help="kernel and user stacks")
-    p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("-p", "--pid", type=int, help="only this process; end when it exits")
-    who.add_argument("-c", "--command", metavar="'CMD ARGS'",
-                     help="run CMD with the probe armed; count only it; end when it exits")
+    add_run_options(p)
     p.add_argument("--filter", metavar="EXPR", help="in-kernel filter for the probe")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--folded", action="store_true", help="folded stacks, one per line")
@@ -59,22 +52,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     probe = parse_spec(args.spec, filter=args.filter)
-    child = _Child(args.command) if args.command else None
-    target = _pidfd(args.pid) if args.pid else None
+    target = Target(args)
     try:
-        with Session(buffer_kb=args.buffer_kb, pid=child.pid if child else args.pid) as s:
+        target.open()
+        with Session(buffer_kb=args.buffer_kb, pid=target.pid) as s:
             counts = s.stacks(probe, kind=args.kind)
             s.start()
             # on stderr, always: a script may wait for it before starting its workload
             print(f"Counting {args.kind} stacks at {counts.handle.name}. Ctrl-C to end.",
                   file=sys.stderr, flush=True)
-            if child:
-                if child.pidfd is not None:
-                    s.wake_on(child.pidfd)
-                child.go()
-            elif target is not None:
-                s.wake_on(target)
-            s.run(duration=args.duration, until=_Ended(child, target))
+            target.start(s)
+            s.run(duration=args.duration, until=target)
             stats = s.stats()
         if args.folded:
             text = counts.to_folded()
@@ -95,9 +83,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"kprobes: {counts.missing} events without a stack, {stats.lost} lost in the "
                   "ring buffer", file=sys.stderr)
     finally:
-        for fd in (target, child.pidfd if child else None):
-            if fd is not None:
-                os.close(fd)
-        if child and child.status is None and not child.exited():
-            child.kill()
+        target.close()
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -20,10 +19,8 @@ from .export import (
     open_parquet,
     start_exporter,
 )
-from .running import Child as _Child
-from .running import pidfd as _pidfd
-from .running import readable as _readable
-from .trace_out import Sink, Watch, hex_args, json_batch, json_event, text_batch, text_event
+from .running import Target, Watch, add_run_options
+from .trace_out import Sink, hex_args, json_batch, json_event, text_batch, text_event
 
 __all__ = ["register", "run"]
 
@@ -36,12 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)"
                    ).completer = spec_completer
-    p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
-    p.add_argument("-p", "--pid", type=int,
-                   help="trace only this process (and its children); end when it exits")
-    p.add_argument("-c", "--command", metavar="'CMD ARGS'",
-                   help="run CMD with the probes already armed; trace only it (and its "
-                        "children) and stop when it exits")
+    add_run_options(p)
     p.add_argument("--filter", metavar="EXPR",
                    help="in-kernel filter for every probe, e.g. 'ret < 0' or 'comm == \"cat\"'")
     p.add_argument("--json", action="store_true",
@@ -100,15 +92,14 @@ def run(args: argparse.Namespace) -> int:
         from ..output.arrow import pyarrow
         pyarrow(parquet=True)       # a missing extra is reported before anything is created
     check_serve(args)
+    target = Target(args)           # -p/-d checked before anything is created
     sink = Sink(None if parquet else args.output)
     pq_sink = exporter = None
-    child = _Child(args.command) if args.command else None
-    target = _pidfd(args.pid) if args.pid and not child else None
     status = _want_status(args)
     watch: Watch | None = None
     try:
-        pid = child.pid if child else args.pid
-        with Session(buffer_kb=args.buffer_kb, pid=pid, wakeup_percent=args.wakeup,
+        target.open()
+        with Session(buffer_kb=args.buffer_kb, pid=target.pid, wakeup_percent=args.wakeup,
                      latency=args.latency / 1000) as s:
             sink.on_error = s.stop
             hexes: dict[str, set[str]] = {}     # filled once started (compiled arg types)
@@ -131,20 +122,14 @@ def run(args: argparse.Namespace) -> int:
             if not args.json and not args.quiet:
                 names = ", ".join(h.name for h in s.handles)
                 print(f"Tracing {names}. Ctrl-C to end.", file=sys.stderr, flush=True)
-            if child:
-                if child.pidfd is not None:
-                    s.wake_on(child.pidfd)
-                child.go()
-            elif target is not None:
-                s.wake_on(target)
-            ended = _Ended(child, target)
-            watch = Watch(s, sink, ended, status=status)
+            target.start(s)
+            watch = Watch(s, target, sink=sink, status=status)
             stats = s.run(duration=args.duration,
                           until=exporter.until(watch) if exporter else watch)
             sink.flush()
             watch.clear()
             if sink.error is None:
-                _summary(args, s, stats, sink, child, ended)
+                _summary(args, s, stats, sink, target)
             if pq_sink is not None:
                 print(close_parquet(pq_sink), file=sys.stderr)
     finally:
@@ -155,24 +140,16 @@ def run(args: argparse.Namespace) -> int:
         if pq_sink is not None:
             close_parquet(pq_sink)  # a readable file whatever ended the run
         sink.close()
-        for fd in (target, child.pidfd if child else None):
-            if fd is not None:
-                os.close(fd)
-        if child:
-            if child.status is None and not child.exited():
-                child.kill()
+        target.close()
     if sink.error is not None:       # the session is closed: nothing left in the kernel
         raise sink.problem()
     return 0
 
 
 def _summary(args: argparse.Namespace, s: Session, stats: Any, sink: Sink,
-             child: _Child | None, ended: _Ended) -> None:
-    extra: dict[str, Any] = {}
-    if child and child.exited():
-        extra["command_exit"] = child.status
-    if ended.target_exited:
-        extra["process_exited"] = args.pid
+             target: Target) -> None:
+    extra = target.ended()
+    if "process_exited" in extra:
         if not args.json:
             print(f"kprobes: process {args.pid} exited", file=sys.stderr)
     if args.json:
@@ -183,21 +160,6 @@ def _summary(args: argparse.Namespace, s: Session, stats: Any, sink: Sink,
     for problem in s.cleanup_problems:
         print(f"warning: {problem}", file=sys.stderr)
 
-
-class _Ended:
-    """True once the -c command or the -p process has exited."""
-
-    def __init__(self, child: _Child | None, target: int | None) -> None:
-        self.child = child
-        self.target = target
-        self.target_exited = False
-
-    def __call__(self) -> bool:
-        if self.child:
-            return self.child.exited()
-        if self.target is not None and not self.target_exited and _readable(self.target):
-            self.target_exited = True
-        return self.target_exited
 
 
 def _want_status(args: argparse.Namespace) -> bool:

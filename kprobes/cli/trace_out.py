@@ -8,9 +8,7 @@ the user sees on stderr while it runs.
 - :func:`json_batch` encodes a whole batch into JSON lines from its columns
   (C-level ``map(str, ...)`` and slice assignment, no per-row Python code for
   the common all-integer case).
-- :class:`Watch` runs after every read cycle: flushes, warns when the ring
-  buffer drops events or fills towards loss, shows a status line on a
-  terminal, and ends the run when the ``-c`` command or ``-p`` process exits.
+- The per-cycle watch (warnings, status line) is :class:`kprobes.cli.running.Watch`.
 """
 
 from __future__ import annotations
@@ -19,24 +17,20 @@ import errno
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
 from ..decode.flags import CONTEXTS
 from ..errors import KprobesError
-from ..output.render import escape_text, json_line, json_safe, text_line
+from ..output.render import json_line, json_safe, text_line
 
-__all__ = ["Sink", "json_batch", "text_batch", "text_event", "json_event", "Watch", "hex_args",
-           "CONTEXT", "FILL_WARN"]
+__all__ = ["Sink", "json_batch", "text_batch", "text_event", "json_event", "hex_args",
+           "CONTEXT"]
 
 CONTEXT = CONTEXTS
 _CTX_NAMES = ("task", "softirq", "irq", "nmi")
 #: trace_flags byte -> index into _CTX_NAMES (for bytes.translate: one C pass per batch)
 _CTX_OF = bytes(_CTX_NAMES.index(c) for c in CONTEXT)
-
-#: warn when a CPU's ring buffer is this full: loss is near
-FILL_WARN = 0.5
 
 _enc_str = json.encoder.encode_basestring  # C, keeps non-ASCII
 
@@ -220,92 +214,6 @@ def json_event(sink: Sink, stacks: bool = False) -> Callable[[Any], None]:
     def emit(ev: Any) -> None:
         sink.write(json_line(ev) + "\n")
     return emit
-
-
-class Watch:
-    """Called after every read cycle: flushes the sink; warns (rate-limited,
-    on stderr) when the ring buffer drops events or a CPU's buffer is
-    :data:`FILL_WARN` full (loss is near); draws the status line; ends the
-    run when ``done()`` says so (the -c command or -p process exited)."""
-
-    def __init__(self, s: Any, sink: Sink, done: Callable[[], bool], *, status: bool = False,
-                 every: float = 1.0, quiet_for: float = 5.0,
-                 err: IO[str] | None = None) -> None:
-        self.s = s
-        self.sink = sink
-        self.done = done
-        self.status = status
-        self.every = every
-        self.quiet_for = quiet_for
-        self.err = err or sys.stderr
-        now = time.monotonic()
-        self.t_start = self.t_last = now
-        self.t_check = now + every
-        self.t_warned = -quiet_for
-        self.lost_warned = 0
-        self.events_last = 0
-        self.h_time = 0.0
-        self.drawn = False
-
-    def __call__(self) -> bool:
-        self.sink.flush()
-        now = time.monotonic()
-        if now >= self.t_check:
-            self.check(now)
-        return self.done()
-
-    def _events(self) -> int:
-        return sum(h.stats.events for h in self.s.handles)
-
-    def check(self, now: float) -> None:
-        s = self.s
-        dt = now - self.t_last
-        self.t_last, self.t_check = now, now + self.every
-        lost = s.lost()
-        fill = s.buffer_fill()
-        waiting = sum(s.backlog().values())
-        full = max(fill.values(), default=0.0)
-        busy = (s.handler_time - self.h_time) / dt if dt > 0 else 0.0
-        self.h_time = s.handler_time
-        events = self._events()
-        rate = (events - self.events_last) / dt if dt > 0 else 0.0
-        self.events_last = events
-        msg = None
-        if now - self.t_warned >= self.quiet_for:
-            if lost > self.lost_warned:
-                msg = f"ring buffer dropped {lost - self.lost_warned} events ({lost} in all)"
-            elif full >= FILL_WARN:
-                msg = f"ring buffer {full:.0%} full: events will be lost soon"
-        if msg:
-            self.t_warned = now
-            self.lost_warned = lost
-            self.clear()
-            print(f"kprobes: warning: {msg}; {waiting} events waiting, handlers busy "
-                  f"{min(busy, 1.0):.0%} of the time (try --buffer-kb, -q, a --filter)",
-                  file=self.err, flush=True)
-        if self.status:
-            self.draw(now - self.t_start, events, rate, lost, waiting, full)
-
-    def draw(self, elapsed: float, events: int, rate: float, lost: int, waiting: int,
-             full: float) -> None:
-        line = (f"kprobes: {elapsed:,.0f} s  {events:,} events  {rate:,.0f}/s  lost {lost:,}  "
-                f"backlog {waiting:,} ({full:.0%} of buffer)")
-        try:
-            self.err.write(f"\r\x1b[K{escape_text(line)}")
-            self.err.flush()
-            self.drawn = True
-        except OSError:
-            self.status = False
-
-    def clear(self) -> None:
-        """Remove the status line (before a warning or the summary)."""
-        if self.drawn:
-            try:
-                self.err.write("\r\x1b[K")
-                self.err.flush()
-            except OSError:
-                pass
-            self.drawn = False
 
 
 def hex_args(s: Any, h: Any) -> set[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from typing import IO, Any
 
 from kprobes import KprobesError, NotSupported, Session
 
-from ..cli.running import Child, Watch, pidfd
+from ..cli.running import Target, Watch, add_run_options
 
 __all__ = ["Rows", "Pending", "tool", "comm_filter", "uid_of", "ppid_of"]
 
@@ -131,55 +130,32 @@ def ppid_of(pid: int) -> int | None:
 
 def _parser(p: argparse.ArgumentParser, m: ModuleType) -> argparse.ArgumentParser:
     m.options(p)
-    p.add_argument("-d", "--duration", type=float, metavar="SEC",
-                   help="total duration of trace, seconds")
-    p.add_argument("-c", "--command", metavar="'CMD ARGS'",
-                   help="run CMD with the probes armed, trace only it (and its children), "
-                        "stop when it exits")
+    add_run_options(p, pid=False)   # each tool words its own -p
     p.add_argument("--json", action="store_true",
                    help="one JSON object per row, keyed by the column names in lower case")
     return p
 
 
 def _run(m: ModuleType, args: argparse.Namespace) -> int:
-    if args.duration is not None and args.duration <= 0:
-        raise KprobesError(f"-d {args.duration:g}: must be more than 0", hint="seconds, e.g. -d 10")
-    pid = getattr(args, "pid", None)
-    child = Child(args.command) if args.command else None
-    target = pidfd(pid) if pid and not child else None
-    if pid and target is None and not child and not os.path.exists(f"/proc/{pid}"):
-        raise KprobesError(f"-p {pid}: no such process", hint="see: ps -e")
-    try:
-        with Session(pid=child.pid if child else pid) as s:
-            rows = Rows(m.columns(args), as_json=args.json, out=sys.stdout)
-            m.setup(s, args, rows)
-            try:
-                s.start()
-            except NotSupported as e:
-                hint = getattr(m, "NOT_SUPPORTED_HINT", None)
-                if hint is None:
-                    raise
-                raise NotSupported(f"{m.NAME}: {e}", feature=e.feature, hint=hint) from None
-            rows.header()
-            if child:
-                if child.pidfd is not None:
-                    s.wake_on(child.pidfd)
-                child.go()
-            elif target is not None:
-                s.wake_on(target)
-            stats = s.run(duration=args.duration, until=Watch(s, child, target=target))
-            sys.stdout.flush()
-            if stats.lost:
-                print(f"{m.NAME}: warning: the ring buffer dropped {stats.lost} events",
-                      file=sys.stderr)
-            for problem in s.cleanup_problems:
-                print(f"warning: {problem}", file=sys.stderr)
-    finally:
-        for fd in (target, child.pidfd if child else None):
-            if fd is not None:
-                os.close(fd)
-        if child and child.status is None and not child.exited():
-            child.kill()
+    with Target(args) as target, Session(pid=target.pid) as s:
+        rows = Rows(m.columns(args), as_json=args.json, out=sys.stdout)
+        m.setup(s, args, rows)
+        try:
+            s.start()
+        except NotSupported as e:
+            hint = getattr(m, "NOT_SUPPORTED_HINT", None)
+            if hint is None:
+                raise
+            raise NotSupported(f"{m.NAME}: {e}", feature=e.feature, hint=hint) from None
+        rows.header()
+        target.start(s)
+        stats = s.run(duration=args.duration, until=Watch(s, target))
+        sys.stdout.flush()
+        if stats.lost:
+            print(f"{m.NAME}: warning: the ring buffer dropped {stats.lost} events",
+                  file=sys.stderr)
+        for problem in s.cleanup_problems:
+            print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 
@@ -200,21 +176,10 @@ def tool(module_name: str) -> tuple[Callable[[Any], None], Callable[[argparse.Na
         _parser(p, m).set_defaults(func=run)
 
     def main(argv: list[str] | None = None) -> int:
-        from ..cli.main import format_error
+        from ..cli.main import run_command
         p = _parser(argparse.ArgumentParser(
             prog=m.NAME, description=m.DESCRIPTION, epilog=m.EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter), m)
         p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-        args = p.parse_args(argv)
-        try:
-            return run(args)
-        except KprobesError as e:
-            if args.debug:
-                raise
-            print(format_error(e), file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:
-            return 0
+        return run_command(run, p.parse_args(argv))
     return register, run, main

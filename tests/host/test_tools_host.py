@@ -157,7 +157,7 @@ def test_opensnoop_without_kprobes_one_error(tracefs):
     (("opensnoop", "-f", "O_BOGUS"), "unknown open flag"),
     (("execsnoop", "-n", "("), "not a regular expression"),
     (("execsnoop", "--max-args", "0"), "--max-args 0"),
-    (("exitsnoop", "-d", "0"), "must be more than 0"),
+    (("exitsnoop", "-d", "-1"), "must be 0 or more"),
     (("killsnoop", "-p", "999999"), "no such process"),
 ])
 def test_bad_input_one_error_line(tracefs, args, needle):
