@@ -96,8 +96,8 @@ def parse_arg(text: str, index: int, *, spec: str = "", column: int = 0) -> Fetc
                         column=column + len(text))
     if name is None:
         vm = re.match(r"\$(retval|comm|arg\d+|stack\d*)\Z", fetch)
-        if vm:
-            name = vm.group(1)
+        if vm:      # "comm" is the filter's own field (the task's name): $comm -> task_comm
+            name = "task_comm" if vm.group(1) == "comm" else vm.group(1)
         elif re.match(r"%[a-z0-9]+\Z", fetch):
             name = fetch[1:]
         elif is_btf_expr(fetch):

@@ -27,7 +27,7 @@ def _nothing_of_ours(tfs, pid: int | None = None) -> bool:
 def test_trace_json_with_command(tracefs, workload):
     n = 50
     r = run_cli("trace", "--json", f"u:{workload}:target_func a=%di:s64 s=+0(%dx):string",
-                f"ur:{workload}:target_func ret=%ax:s64", "-c", f"{workload} calls {n}")
+                f"ur:{workload}:target_func ret=%ax:s64 $comm", "-c", f"{workload} calls {n}")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
     events = [d for d in lines if "summary" not in d]
@@ -36,6 +36,7 @@ def test_trace_json_with_command(tracefs, workload):
     rets = [e for e in events if e["probe"].startswith("r_")]
     assert [e["args"] for e in entries] == [{"a": i, "s": f"arg-{i}"} for i in range(n)]
     assert [e["args"]["ret"] for e in rets] == [2 * i for i in range(n)]
+    assert {e["args"]["task_comm"] for e in rets} == {"workload"}   # bare $comm, fetched
     for e in events:
         assert {"probe", "ts_ns", "cpu", "pid", "tid", "comm", "args"} <= set(e)
         assert e["comm"] == "workload"

@@ -152,6 +152,7 @@ def test_unknown_fetch_types(t: str) -> None:
     ("path=+0(%si):ustring", "path", "+0(%si)", "ustring"),
     ("+8(%di)", "arg3", "+8(%di)", None),
     ("how->flags", "how_flags", "how->flags", None),
+    ("$comm", "task_comm", "$comm", None),     # "comm" is the filter's task-name field
 ])
 def test_parse_arg_names(text: str, name: str, fetch: str, type_: str | None) -> None:
     assert parse_arg(text, 3) == FetchArg(name, fetch, type_)
