@@ -68,31 +68,46 @@ def find_orphans(tfs: Tracefs) -> tuple[list[str], list[dynevents.DefinedEvent]]
 
 def remove_owned(tfs: Tracefs, instances: list[str],
                  events: list[dynevents.DefinedEvent]) -> list[str]:
-    """Disable and remove the given instances, then delete the events. Returns problems."""
+    """Disable and remove the given instances, then delete the events. Returns problems.
+
+    What another cleaner (a second ``kprobes clean``, a session starting) removed
+    meanwhile is gone, as asked: a failure on it is not a problem."""
     problems: list[str] = []
     for name in instances:
-        inst = tfs.instance(name)
-        for g, e in list(inst.enabled_events()):
-            try:
-                inst.set_event_enabled(g, e, False)
-            except Exception as ex:  # noqa: BLE001 - cleanup must go on
-                problems.append(f"disable {name}:{g}/{e}: {ex}")
-        try:
-            inst.remove()
-        except OSError as ex:
-            if ex.errno != errno.EBUSY:
-                problems.append(f"rmdir instance {name}: {ex.strerror}")
-                continue
-            # an instance with triggers is busy: remove them (in dependency order), retry
-            problems += triggers.clear_instance(inst)
-            try:
-                inst.remove()
-            except OSError as ex2:
-                problems.append(f"rmdir instance {name}: {ex2.strerror}")
+        mine = _remove_instance(tfs, name)
+        if mine and name in tfs.instances():
+            problems += mine
+    failed = []
     for ev in events:
         why = dynevents.delete_quietly(tfs, ev.kind, ev.group, ev.event)
         if why:
-            problems.append(f"delete {ev.group}/{ev.event}: {why}")
+            failed.append((ev, why))
+    if failed:
+        still = {(e.group, e.event) for e in dynevents.list_defined(tfs)}
+        problems += [f"delete {ev.group}/{ev.event}: {why}" for ev, why in failed
+                     if (ev.group, ev.event) in still]
+    return problems
+
+
+def _remove_instance(tfs: Tracefs, name: str) -> list[str]:
+    problems: list[str] = []
+    inst = tfs.instance(name)
+    for g, e in list(inst.enabled_events()):
+        try:
+            inst.set_event_enabled(g, e, False)
+        except Exception as ex:  # noqa: BLE001 - cleanup must go on
+            problems.append(f"disable {name}:{g}/{e}: {ex}")
+    try:
+        inst.remove()
+    except OSError as ex:
+        if ex.errno != errno.EBUSY:
+            return [*problems, f"rmdir instance {name}: {ex.strerror}"]
+        # an instance with triggers is busy: remove them (in dependency order), retry
+        problems += triggers.clear_instance(inst)
+        try:
+            inst.remove()
+        except OSError as ex2:
+            problems.append(f"rmdir instance {name}: {ex2.strerror}")
     return problems
 
 
@@ -113,8 +128,11 @@ def remove_synthetic(tfs: Tracefs, names: list[str]) -> list[str]:
         try:
             triggers.delete_synthetic(tfs, name)
         except Exception as ex:  # noqa: BLE001 - cleanup must go on
-            problems.append(f"delete synthetic event {name}: {ex}")
-    return problems
+            problems.append((name, f"delete synthetic event {name}: {ex}"))
+    if not problems:
+        return []
+    still = set(triggers.list_synthetic(tfs))       # another cleaner's work is no problem
+    return [why for name, why in problems if name in still]
 
 
 def remove_orphans(tfs: Tracefs) -> tuple[int, int, list[str]]:

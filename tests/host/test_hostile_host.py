@@ -135,6 +135,33 @@ def test_clean_leaves_a_live_session_alone(tracefs, workload):
     assert seen == 3000
 
 
+def test_two_cleaners_at_once_both_succeed(tracefs, workload):
+    """Orphans of SIGKILLed tracers, two `kprobes clean` at once: what one removes
+    the other finds gone, as asked, so both exit 0 and nothing is left."""
+    from kprobes.kernel import dynevents
+    from kprobes.runtime import owner
+    dead = []
+    for _ in range(4):
+        t = subprocess.Popen([sys.executable, "-m", "kprobes", "trace", "--armed",
+                              f"u:{workload}:target_func", f"u:{workload}:static_helper",
+                              "t:syscalls:sys_enter_getppid"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert t.stderr is not None
+        assert t.stderr.readline().startswith("armed "), t.stderr.read()
+        t.kill()
+        t.wait()
+        t.stderr.close()
+        dead.append(f"{owner.PREFIX}{t.pid}_")
+    cleaners = [subprocess.Popen([sys.executable, "-m", "kprobes", "clean"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for _ in range(2)]
+    for c in cleaners:
+        out, _ = c.communicate(timeout=120)
+        assert c.returncode == 0, out
+    assert not [i for i in tracefs.instances() if i.startswith(tuple(dead))]
+    assert not [e for e in dynevents.list_defined(tracefs) if e.group.startswith(tuple(dead))]
+
+
 def _counter(counts: list[int], i: int):
     def on(ev):
         counts[i] += 1
