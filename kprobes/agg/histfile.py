@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import DecodeError
+
 __all__ = ["HistTable", "parse_hist", "split_keys", "key_value", "Log2Key", "RangeKey"]
 
 _ROW = re.compile(r"^\{ (?P<keys>.*) \}(?P<vals>(?:\s+[A-Za-z_][A-Za-z0-9_.]*:\s+-?\d+)+)\s*$")
@@ -96,13 +98,21 @@ def key_value(raw: str, kind: str = "int", signed_bits: int = 0) -> Any:
 
     ``kind``: ``int`` (``signed_bits`` > 0: a signed field, printed sign-extended as a u64),
     ``str``, ``execname`` (-> ``(comm, pid)``), ``log2`` (-> :class:`Log2Key`),
-    ``range`` (-> :class:`RangeKey`).
+    ``range`` (-> :class:`RangeKey`). A key that is not of the kind raises
+    :class:`~kprobes.errors.DecodeError`.
 
     >>> key_value("18446744073709551614", "int", 64), key_value("python   [  142]", "execname")
     (-2, ('python', 142))
     >>> key_value("~ 2^10", "log2"), key_value("~ 800-899", "range")
     (Log2Key(k=10), RangeKey(start=800, end=899))
     """
+    try:
+        return _key_value(raw, kind, signed_bits)
+    except ValueError as e:       # int() of a non-number, or of over 4,300 digits
+        raise DecodeError(f"hist file: bad {kind} key {raw[:80]!r}: {e}") from None
+
+
+def _key_value(raw: str, kind: str, signed_bits: int) -> Any:
     s = raw.strip()
     if kind == "str":
         return raw.rstrip()
@@ -141,11 +151,18 @@ def parse_hist(text: str, names: Sequence[Sequence[str]] | None = None) -> list[
             continue
         m = _ROW.match(line)
         if m:
-            vals = {k: int(v) for k, v in _VAL.findall(m.group("vals"))}
+            vals = {k: _int(v, line) for k, v in _VAL.findall(m.group("vals"))}
             cur.rows.append((split_keys(m.group("keys"), names), vals))
             continue
         s = line.strip()
         for label, attr in (("Hits:", "hits"), ("Entries:", "entries"), ("Dropped:", "dropped")):
             if s.startswith(label):
-                setattr(cur, attr, int(s[len(label):]))
+                setattr(cur, attr, _int(s[len(label):], line))
     return tables
+
+
+def _int(text: str, line: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DecodeError(f"hist file: not a number in {line[:120]!r}") from None

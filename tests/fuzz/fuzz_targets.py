@@ -302,6 +302,35 @@ def run_kallsyms(text: object) -> None:
     bl.contains(0xffffffff8a4409c0)
 
 
+# -- hist-file text (hist triggers, read back by the kernel aggregation backend) --
+
+def _hist_seeds() -> list[str]:
+    return [p.read_text() for p in sorted((DATA / "hist").glob("*.hist"))]
+
+
+# the key names the aggregation backend passes (runtime/aggregate.py KernelAgg._read)
+_HIST_NAMES = (None, [("__comm",)], [("common_pid",)], [("cpu", "common_cpu"), ("common_pid",)],
+               [("mode",)], [("path",), ("mode",)], [("common_pid",), ("lat",)])
+
+
+def run_hist(text: object) -> None:
+    from kprobes.agg.histfile import key_value, parse_hist
+    from kprobes.errors import KprobesError
+    assert isinstance(text, str)
+    for names in _HIST_NAMES:
+        for t in parse_hist(text, names):
+            assert isinstance(t.hits, int) and isinstance(t.dropped, int)
+            for keys, vals in t.rows:
+                assert all(isinstance(v, int) for v in vals.values())
+                for raw in keys.values():
+                    for kind, bits in (("int", 0), ("int", 32), ("str", 0), ("execname", 0),
+                                       ("log2", 0), ("range", 0)):
+                        try:
+                            key_value(raw, kind, bits)
+                        except KprobesError:
+                            pass
+
+
 def _targets() -> dict[str, Target]:
     return {t.name: t for t in (
         Target("spec", mutated_text(_spec_seeds()), run_spec),
@@ -311,6 +340,7 @@ def _targets() -> dict[str, Target]:
         Target("btf", mutated_bytes(_btf_seeds()), run_btf),
         Target("elf", mutated_bytes(_elf_seeds()), run_elf),
         Target("kallsyms", mutated_text(_kallsyms_seeds()), run_kallsyms),
+        Target("hist", mutated_text(_hist_seeds()), run_hist),
     )}
 
 
