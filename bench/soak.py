@@ -19,6 +19,12 @@ both say so) and traced by its pid. Every minute one line per consumer:
 RSS (MB) and open fds. At the end, for each: delivered + lost = produced (N),
 exactly, and whether RSS stayed within 10% of its value after minute 1 and
 the fd count never changed. Exit status 0 only if all of that holds.
+
+Ctrl-C ends the soak early with its summary so far: the workload finishes its
+current run of 1,000,000 calls (so produced stays exact) and stops; a second
+Ctrl-C kills it at once (the accounting is then reported as not checkable).
+The children run in their own sessions, so the terminal's Ctrl-C reaches only
+this process.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,7 +93,7 @@ def main() -> int:
     fifo = os.path.join(tmp, "json.fifo")
     os.mkfifo(fifo)
     counter = subprocess.Popen([sys.executable, "-c", _COUNTER, fifo], stdout=subprocess.PIPE,
-                               text=True)
+                               text=True, start_new_session=True)
     stop = os.path.join(tmp, "stop")
     report = os.path.join(tmp, "runs")
     # dash calls getppid() once at start (for $PPID): one event of its own
@@ -96,20 +103,40 @@ def main() -> int:
     wl = os.fork()
     if wl == 0:
         os.close(w)
-        os.read(r, 1)
+        os.setsid()                    # the terminal's Ctrl-C is for soak.py only
+        if not os.read(r, 1):          # soak.py ended before the start: so do we
+            os._exit(1)                # (and the CLI tracing us, and the counter)
         os.execv("/bin/sh", ["sh", "-c", script])
     os.close(r)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cli = subprocess.Popen([sys.executable, "-m", "kprobes", "trace", SPEC, "--json", "-o", fifo,
-                            "-p", str(wl), "--armed"], env=env, stderr=subprocess.PIPE, text=True)
+                            "-p", str(wl), "--armed"], env=env, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
     count = 0
     status: list[int] = []
     samples: dict[str, list[tuple[float, int]]] = {"handler": [], "json": []}
     t0 = 0.0
     next_minute = 1
+    interrupts: list[float] = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        interrupts.append(time.monotonic())
+        if len(interrupts) == 1:
+            open(stop, "w").close()    # the workload ends after its current run
+            print("interrupted: the workload stops after its current run of "
+                  f"{chunk:,} calls (Ctrl-C again: at once)", flush=True)
+        else:
+            try:
+                os.killpg(wl, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def until() -> bool:
         nonlocal next_minute
+        # Session.run ends a run on Ctrl-C (its handler is installed now): ours
+        # instead lets the workload finish its current run, so produced stays exact
+        if signal.getsignal(signal.SIGINT) is not on_interrupt:
+            signal.signal(signal.SIGINT, on_interrupt)
         if not status:
             p, st = os.waitpid(wl, os.WNOHANG)
             if p:
@@ -156,13 +183,24 @@ def main() -> int:
     cli_err = cli.stderr.read()
     cli_rc = cli.wait()
     out, _ = counter.communicate()
-    lines, last = out.split("\n", 1)
-    summary = json.loads(last)["summary"]
-    json_events = int(lines) - 1
-    ok = True
-    print(f"produced {n:,} events in {wall:.0f} s ({n / wall:,.0f}/s)")
+    lines, _, last = out.partition("\n")
+    try:
+        summary = json.loads(last)["summary"]
+        json_events = int(lines) - 1
+    except (ValueError, KeyError, TypeError):
+        summary, json_events = {"lost": 0}, 0
+        print(f"json consumer wrote no summary (exit {cli_rc}): {cli_err[-2000:]}")
+        cli_rc = cli_rc or 1
+    killed = len(interrupts) > 1
+    ok = not interrupts
+    print(f"produced {n:,} events in {wall:.0f} s ({n / wall:,.0f}/s)"
+          + (" (interrupted)" if interrupts else ""))
     for name, delivered, lost in (("handler", count, stats.lost),
                                   ("json", json_events, summary["lost"])):
+        if killed:   # the workload died mid-run: how many calls it made is unknown
+            print(f"{name}: delivered {delivered:,} + lost {lost:,} = {delivered + lost:,} "
+                  f"(produced unknown: the workload was killed mid-run)")
+            continue
         exact = delivered + lost == n
         ok &= exact
         print(f"{name}: delivered {delivered:,} + lost {lost:,} = {delivered + lost:,} "
@@ -173,9 +211,16 @@ def main() -> int:
     if cli_rc:
         ok = False
         print(f"json consumer exited {cli_rc}: {cli_err[-2000:]}")
+    if interrupts:
+        print("soak: INTERRUPTED (the figures above are the run so far)")
+        return 130
     print("soak: OK" if ok else "soak: FAILED")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:      # before the workload started: nothing to report
+        print("soak: interrupted before the workload started", file=sys.stderr)
+        sys.exit(130)

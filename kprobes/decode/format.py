@@ -461,7 +461,7 @@ class RecordDecoder:
 
     __slots__ = ("fmt", "types", "names", "hex_fields", "symbol_fields", "_struct",
                  "_unpack", "_fast_common", "_all_names", "_common_names", "_converters",
-                 "_min_len", "plain")
+                 "_min_len", "plain", "layout")
 
     def __init__(self, fmt: EventFormat, types: Mapping[str, str] | None = None) -> None:
         self.fmt = fmt
@@ -493,6 +493,7 @@ class RecordDecoder:
         pos = 0
         names: list[str] = []
         converters: list[tuple[str, Converter]] = []
+        layout: list[tuple[int, str]] | None = []
         for f in ordered:
             if f.name in names:
                 raise DecodeError(f"event {fmt.name}: two fields named {f.name}")
@@ -500,7 +501,12 @@ class RecordDecoder:
                 raise DecodeError(f"event {fmt.name}: field {f.name} overlaps the one before it")
             if f.offset > pos:
                 codes.append(f"{f.offset - pos}x")
-            codes.append(self._code(f))
+            code = self._code(f)
+            codes.append(code)
+            if layout is not None:   # where each value's bytes are, and their native code
+                one = code[0] if _LE else code[-1]
+                layout = (layout + [(f.offset, one)] if one in "BbHhIiQq" and code.strip(one)
+                          in ("", f"{f.size - struct.calcsize(one)}x") else None)
             pos = f.offset + f.size
             names.append(f.name)
             conv = self._converter(f, self.types.get(f.name))
@@ -522,6 +528,10 @@ class RecordDecoder:
         #: every field decodes to its raw ``struct`` value and the common fields
         #: come first: :meth:`rows` is one C-level unpack per record
         self.plain: bool = self._fast_common and not self._converters
+        #: plain and all integers: per value ``(offset, array code)``, in
+        #: ``(*common, *names)`` order, for column-wise slicing (decode.columns)
+        self.layout: tuple[tuple[int, str], ...] | None = (
+            tuple(layout) if self.plain and layout is not None else None)
 
     # -- compile helpers
 

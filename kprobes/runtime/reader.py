@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from operator import attrgetter, itemgetter
 from typing import Any
 
+from ..decode.columns import strided_columns, uniform_stride
 from ..decode.format import RecordDecoder, parse_format
 from ..decode.ringbuf import PageDecoder
 from ..errors import DecodeError, KernelRefused, KprobesError
@@ -170,6 +171,27 @@ def handle_of(ev: LazyEvent) -> ProbeHandle:
     return ev._t.handle
 
 
+def _columns(dec: RecordDecoder, segs: list[tuple[int, bytes, list[tuple[int, int, int]]]]
+             ) -> list[list[int]] | None:
+    """``(*common, *dec.names)`` columns of the records of ``segs``, page by
+    page as strided slices (:mod:`kprobes.decode.columns`); None if a page's
+    records are not at one stride (or the format is not all integers)."""
+    layout = dec.layout
+    if layout is None:
+        return None
+    cols: list[list[int]] = [[] for _ in layout]
+    for _cpu, page, recs in segs:
+        starts = list(map(_START, recs))
+        stride = uniform_stride(starts)
+        got = None if stride is None else strided_columns(page, starts[0], stride, len(starts),
+                                                         layout)
+        if got is None:
+            return None
+        for c, g in zip(cols, got, strict=True):
+            c += g
+    return cols
+
+
 class Batch:
     """The events of one probe from one read cycle, as columns.
 
@@ -226,7 +248,7 @@ class Batch:
                 self._order = sorted(range(len(ts)), key=ts.__getitem__)
         if not self._order:
             return values
-        return [values[i] for i in self._order]
+        return list(map(values.__getitem__, self._order))
 
     @property
     def ts(self) -> array:
@@ -286,9 +308,13 @@ class Batch:
     def pid(self) -> array:
         c = self._cols.get("pid")
         if c is None:
-            tgid = self._tasks.tgid
-            m = {t: tgid(t) for t in set(self.tid)}
-            c = self._cols["pid"] = array("i", map(m.__getitem__, self.tid))
+            tgid, tids = self._tasks.tgid, self.tid
+            if tids and tids.count(tids[0]) == len(tids):     # one thread: the usual case
+                c = array("i", [tgid(tids[0])]) * len(tids)
+            else:
+                m = {t: tgid(t) for t in set(tids)}
+                c = array("i", map(m.__getitem__, tids))
+            self._cols["pid"] = c
         return c
 
     @property
@@ -299,20 +325,29 @@ class Batch:
                 self._decode()
                 c = self._cols["comm"]
             else:
-                comm = self._tasks.comm
-                m = {t: comm(t) for t in set(self.tid)}
-                c = self._cols["comm"] = list(map(m.__getitem__, self.tid))
+                comm, tids = self._tasks.comm, self.tid
+                if tids and tids.count(tids[0]) == len(tids):
+                    c = [comm(tids[0])] * len(tids)
+                else:
+                    m = {t: comm(t) for t in set(tids)}
+                    c = list(map(m.__getitem__, tids))
+                self._cols["comm"] = c
         return c
 
     def _decode(self) -> None:
         _h, dec, has_comm, hidden = self._t
         names = dec.names
-        rows: list[Any] = []
-        for _cpu, page, recs in self._segs:
-            rows += dec.rows(page, map(_START, recs))
-        rows = self._ordered(rows)
-        cols = ([list(x) for x in zip(*rows, strict=True)] if rows
-                else [[] for _ in range(3 + len(names))])
+        cols = _columns(dec, self._segs)
+        if cols is None:          # record by record, then transposed
+            rows: list[Any] = []
+            for _cpu, page, recs in self._segs:
+                rows += dec.rows(page, map(_START, recs))
+            rows = self._ordered(rows)
+            cols = ([list(x) for x in zip(*rows, strict=True)] if rows
+                    else [[] for _ in range(3 + len(names))])
+        else:
+            cols = [self._ordered(c) for c in cols]
+            rows = cols[0]
         if rows and "tid" not in self._cols:
             self._set_common(*cols[:3])     # the same pass gave the common fields
         cols = cols[3:]

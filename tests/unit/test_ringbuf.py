@@ -303,3 +303,55 @@ def test_real_pages_timestamps_chain_exactly() -> None:
     g = (PAGES / "getppid" / "page.bin").read_bytes()
     u = (PAGES / "uprobe" / "page.bin").read_bytes()
     assert DEC.records(g)[1][-1][0] == DEC.header(u).timestamp
+
+
+# --------------------------------------------------------------------------
+# the uniform-run fast path gives exactly what the record-by-record walk gives
+
+
+def _walked(pg: bytes, monkeypatch: pytest.MonkeyPatch):
+    from kprobes.decode import ringbuf
+    with monkeypatch.context() as m:
+        m.setattr(ringbuf, "_uniform_prefix", lambda page, words, base, nwords, ts: ([], 0, ts))
+        try:
+            return DEC.records(pg)
+        except DecodeError as e:
+            return str(e)
+
+
+def _fast(pg: bytes):
+    try:
+        return DEC.records(pg)
+    except DecodeError as e:
+        return str(e)
+
+
+@pytest.mark.parametrize("tail", [
+    b"",                                                   # one run to the end of the data
+    hdr(29, 0),                                            # the page's padding tail
+    extend(1 << 28) + data(3, b"Z" * 12),                  # a time extend, then the same size
+    data(2, b"Y" * 8) + data(2, b"X" * 12),                # another size, then the same
+    long_data(1, b"W" * 12),                               # the long form of the same size
+])
+def test_uniform_run_matches_the_walk(tail: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = b"".join(data(7 + i, struct.pack("=Iq", i, -i)) for i in range(40))
+    pg = page(run + tail)
+    got = _fast(pg)
+    assert not isinstance(got, str) and len(got[1]) >= 40
+    assert got == _walked(pg, monkeypatch)
+
+
+def test_uniform_run_matches_the_walk_on_real_and_random_pages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = [(PAGES / d / "page.bin").read_bytes() for d in ("getppid", "uprobe")]
+    rnd = random.Random(99)
+    for _ in range(300):    # runs cut by every kind of record, and cut pages
+        size = rnd.choice([4, 8, 12, 16])
+        recs = b"".join(data(rnd.randrange(1 << 27), bytes(rnd.getrandbits(8) for _ in range(size)))
+                        for _ in range(rnd.randrange(0, 60)))
+        recs += rnd.choice([b"", extend(5), stamp(PAGE_TS * 2), padding(3, 8), hdr(29, 0),
+                            hdr(0, 1), data(1, b"q" * 4)])
+        recs += b"".join(data(1, b"r" * size) for _ in range(rnd.randrange(0, 5)))
+        pages.append(page(recs, data_len=max(0, len(recs) - 4 * rnd.choice([0, 0, 1, 2]))))
+    for pg in pages:
+        assert _fast(pg) == _walked(pg, monkeypatch)
