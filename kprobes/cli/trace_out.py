@@ -5,9 +5,9 @@ the user sees on stderr while it runs.
   cycle (a reader of the file sees events within the latency setting; a
   SIGKILL loses at most one batch). A failed write (EPIPE from ``| head``,
   ENOSPC from ``-o /dev/full``) stops the session and becomes one error.
-- :func:`json_batch` encodes a whole batch into JSON lines from its columns
+- :func:`json_batch` encodes a batch into JSON lines from its columns
   (C-level ``map(str, ...)`` and slice assignment, no per-row Python code for
-  the common all-integer case).
+  the common all-integer case), :data:`CHUNK` rows at a time (bounded memory).
 - The per-cycle watch (warnings, status line) is :class:`kprobes.cli.running.Watch`.
 """
 

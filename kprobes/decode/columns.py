@@ -16,13 +16,16 @@ whole column, with no per-record tuple and no transposition.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
+from operator import itemgetter, lshift, or_
 
-__all__ = ["uniform_stride", "strided_columns"]
+__all__ = ["uniform_stride", "strided_columns", "segment_columns"]
 
+_START = itemgetter(1)
 _SIZES = {"B": 1, "b": 1, "H": 2, "h": 2, "I": 4, "i": 4, "Q": 8, "q": 8}
 
 
-def uniform_stride(starts: Sequence[int]) -> int | None:
+def uniform_stride(starts: list[int]) -> int | None:
     """The one distance between consecutive ``starts`` (>= 1 record), or None."""
     n = len(starts)
     if n == 1:
@@ -31,7 +34,7 @@ def uniform_stride(starts: Sequence[int]) -> int | None:
         return None
     first = starts[0]
     stride, rem = divmod(starts[-1] - first, n - 1)
-    if rem or stride <= 0 or list(starts) != list(range(first, first + stride * n, stride)):
+    if rem or stride <= 0 or starts != list(range(first, first + stride * n, stride)):
         return None
     return stride
 
@@ -39,17 +42,45 @@ def uniform_stride(starts: Sequence[int]) -> int | None:
 def strided_columns(buf: bytes | bytearray | memoryview, first: int, stride: int, n: int,
                     layout: Sequence[tuple[int, str]]) -> list[list[int]] | None:
     """One list per ``(offset, code)`` of ``layout``: the value of each of the
-    ``n`` records at ``first + i * stride``. None if a field does not tile the
-    stride (then decode record by record)."""
+    ``n`` records at ``first + i * stride`` (a 4-byte multiple, as ring-buffer
+    records are). None if the records run past ``buf``."""
     mv = memoryview(buf)
     out = []
     for off, code in layout:
         size = _SIZES[code]
-        if stride % size:
-            return None
         start = first + off
         end = start + stride * (n - 1) + size
-        if end > len(mv):
+        if end > len(mv) or stride % 4:
             return None
-        out.append(mv[start:end].cast(code)[::stride // size].tolist())
+        if stride % size == 0:
+            out.append(mv[start:end].cast(code)[::stride // size].tolist())
+            continue
+        # a 64-bit field and a stride of 4 (mod 8), the usual for records with
+        # u64 values: its two 32-bit halves (little-endian), joined
+        step = stride // 4
+        lo = mv[start:end - 4].cast("I")[::step].tolist()
+        hi = mv[start + 4:end].cast("i" if code == "q" else "I")[::step].tolist()
+        out.append(list(map(or_, lo, map(lshift, hi, repeat(32)))))
     return out
+
+
+def segment_columns(layout: Sequence[tuple[int, str]] | None,
+                    segs: Sequence[tuple[int, bytes, Sequence[tuple[int, int, int]]]],
+                    ) -> list[list[int]] | None:
+    """The columns of ``layout`` (``RecordDecoder.layout``) for the records
+    ``(ts, start, length)`` of every ``(cpu, page, records)`` in ``segs``,
+    concatenated; None if a page's records are not at one stride or there is
+    no layout (then decode record by record)."""
+    if layout is None:
+        return None
+    cols: list[list[int]] = [[] for _ in layout]
+    for _cpu, page, recs in segs:
+        starts = list(map(_START, recs))
+        stride = uniform_stride(starts)
+        got = None if stride is None else strided_columns(page, starts[0], stride, len(starts),
+                                                         layout)
+        if got is None:
+            return None
+        for c, g in zip(cols, got, strict=True):
+            c += g
+    return cols

@@ -493,7 +493,7 @@ class RecordDecoder:
         pos = 0
         names: list[str] = []
         converters: list[tuple[str, Converter]] = []
-        layout: list[tuple[int, str]] | None = []
+        layout: list[tuple[int, str]] | None = [] if _LE else None   # columns: LE only
         for f in ordered:
             if f.name in names:
                 raise DecodeError(f"event {fmt.name}: two fields named {f.name}")
@@ -504,7 +504,7 @@ class RecordDecoder:
             code = self._code(f)
             codes.append(code)
             if layout is not None:   # where each value's bytes are, and their native code
-                one = code[0] if _LE else code[-1]
+                one = code[0]
                 layout = (layout + [(f.offset, one)] if one in "BbHhIiQq" and code.strip(one)
                           in ("", f"{f.size - struct.calcsize(one)}x") else None)
             pos = f.offset + f.size

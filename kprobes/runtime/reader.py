@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from ..decode.columns import strided_columns, uniform_stride
+from ..decode.columns import segment_columns
 from ..decode.format import RecordDecoder, parse_format
 from ..decode.ringbuf import PageDecoder
 from ..errors import DecodeError, KernelRefused, KprobesError
@@ -169,27 +169,6 @@ class LazyEvent(Event):
 def handle_of(ev: LazyEvent) -> ProbeHandle:
     """The handle whose probe produced ``ev``."""
     return ev._t.handle
-
-
-def _columns(dec: RecordDecoder, segs: list[tuple[int, bytes, list[tuple[int, int, int]]]]
-             ) -> list[list[int]] | None:
-    """``(*common, *dec.names)`` columns of the records of ``segs``, page by
-    page as strided slices (:mod:`kprobes.decode.columns`); None if a page's
-    records are not at one stride (or the format is not all integers)."""
-    layout = dec.layout
-    if layout is None:
-        return None
-    cols: list[list[int]] = [[] for _ in layout]
-    for _cpu, page, recs in segs:
-        starts = list(map(_START, recs))
-        stride = uniform_stride(starts)
-        got = None if stride is None else strided_columns(page, starts[0], stride, len(starts),
-                                                         layout)
-        if got is None:
-            return None
-        for c, g in zip(cols, got, strict=True):
-            c += g
-    return cols
 
 
 class Batch:
@@ -337,7 +316,7 @@ class Batch:
     def _decode(self) -> None:
         _h, dec, has_comm, hidden = self._t
         names = dec.names
-        cols = _columns(dec, self._segs)
+        cols = segment_columns(dec.layout, self._segs)
         if cols is None:          # record by record, then transposed
             rows: list[Any] = []
             for _cpu, page, recs in self._segs:
