@@ -33,8 +33,11 @@ page (``options/overwrite`` = 1). Events dropped because the buffer was full
 (``overwrite`` = 0) are only counted in ``per_cpu/cpuN/stats``.
 
 Speed: :meth:`PageDecoder.records` views the data as native u32 words
-(``memoryview.cast('I')``, records are 4-byte aligned) and walks them in one
-loop with no per-record slicing or struct calls. Measured on the project's
+(``memoryview.cast('I')``, records are 4-byte aligned). A leading run of
+data records of one size (the usual page: one event back to back) is split
+with strided slices and ``itertools.accumulate``, no per-record Python code
+(~2.5x faster than the walk, measured on a loaded host); the rest is walked
+in one loop with no per-record slicing or struct calls. Measured on the project's
 host (Python 3.11, 2-vCPU Firecracker VM, best of 5 x 2000 pages): a full
 4 KB page of 255 records with 12-byte payloads takes ~50 us, i.e. about
 5.0 million records/s; with ``RecordDecoder.decode_many`` on top, a page of
