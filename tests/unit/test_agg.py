@@ -224,3 +224,20 @@ def test_kernel_rows_from_recorded_tables(tmp_path) -> None:
                           _KeySpec("tid", "common_pid", ("common_pid",), "tid")])
     assert sorted((r.key["cpu"], r.key["tid"], r.count) for r in e.read()) == [
         (0, 142, 413), (1, 142, 605)]
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("# trigger info: hist:keys=x [active]\n{ x: 1 } hitcount: 1\nTotals:\n    Hits:\n", "int"),
+    ("# trigger info: hist:keys=x [active]\n{ x: 1 } hitcount: 1\n", "execname"),
+    ("# trigger info: hist:keys=x [active]\n{ x: /a/b } hitcount: 1\n", "int"),
+    ("# trigger info: hist:keys=x [active]\n{ x: ~ 2^ } hitcount: 1\n", "log2"),
+    ("# trigger info: hist:keys=x [active]\n{ x: 1 } hitcount: 1\n", "range"),
+    ("# trigger info: hist:keys=x [active]\n{ x: " + "9" * 5000 + " } hitcount: 1\n", "int"),
+])
+def test_malformed_hist_text_is_a_decode_error(text: str, kind: str) -> None:
+    """Found by the hist fuzz target: these raised ValueError (outside KprobesError)."""
+    from kprobes.errors import DecodeError
+    with pytest.raises(DecodeError):
+        for t in parse_hist(text):
+            for keys, _vals in t.rows:
+                key_value(keys["x"], kind)
