@@ -180,7 +180,7 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
             else:
                 segs.append(x)
 
-        same = [c.count(c[0]) == n for c in (cpu, tid, flags, pc, comm)]
+        same = [c.count(c[0]) == n for c in (cpu, tid, flags, pc, comm)]  # type: ignore[arg-type]
         if all(same):
             add(mid(cpu[0], pid[0], tid[0], comm[0], flags[0], pc[0]))
         elif all(same[1:]):     # one task on several CPUs: the usual case

@@ -53,7 +53,7 @@ def strided_columns(buf: bytes | bytearray | memoryview, first: int, stride: int
         if end > len(mv) or stride % 4:
             return None
         if stride % size == 0:
-            out.append(mv[start:end].cast(code)[::stride // size].tolist())
+            out.append(mv[start:end].cast(code)[::stride // size].tolist())  # type: ignore[call-overload]
             continue
         # a 64-bit field and a stride of 4 (mod 8), the usual for records with
         # u64 values: its two 32-bit halves (little-endian), joined

@@ -335,7 +335,7 @@ class Batch:
             del args[k]
         for k, m in _h.enums.items():
             if k in args:
-                args[k] = [m.get(v, v) for v in args[k]]
+                args[k] = [m.get(v, v) for v in args[k]]  # type: ignore[misc]
         if has_comm:
             self._cols["comm"] = args.pop(COMM_ARG)
         self._cols["args"] = args
