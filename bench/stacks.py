@@ -8,10 +8,20 @@
    against bpftrace printing ``ustack`` / ``kstack`` (to a file); both print
    every stack symbolized. Also the consumer's CPU per event (the tracer's
    own user+system time, from wait4) and how many events each printed.
-2. Symbolization alone, per stack: cold (new symbolizer, empty file cache:
+2. Counting stacks: ``kprobes stacks SPEC --folded`` against bpftrace's
+   ``@[kstack] = count()`` / ``@[ustack] = count()`` on the same probe, same
+   target: cost per traced call, the tracer's CPU (user+system, from wait4,
+   start-up included) and the events each counted (must be N). Kernel stacks
+   with the user backend (stack records read here) and, where the kernel has
+   hist triggers, the kernel backend (``hist:keys=stacktrace``). The kernel
+   probe is the tracepoint ``syscalls:sys_enter_getppid`` on a host without
+   kprobes, the kprobe ``p:__x64_sys_getppid`` in the guest.
+3. Symbolization alone, per stack: cold (new symbolizer, empty file cache:
    reads /proc/PID/maps, loads the ELF symbols / kallsyms) and warm.
 
-Usage: ``python bench/stacks.py [N]`` (default 20000 calls; root; gcc, bpftrace).
+Usage: ``python bench/stacks.py [N] [--vm KERNEL]`` (default 20000 calls; root;
+gcc, bpftrace). ``--vm 6.1`` runs it all in that Debian guest (TCG: ratios only).
+The load average is printed before and after: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -129,6 +139,56 @@ def per_call(exe: str, n: int, d: str) -> None:
             print(f"{kind} stacks: cost per traced call, kprobes / bpftrace = {a / b:.2f}")
 
 
+def _hist_triggers() -> bool:
+    return any(os.path.exists(f"{t}/events/syscalls/sys_enter_getppid/hist")
+               for t in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
+
+
+def counting(exe: str, n: int, d: str) -> None:
+    """Stacks counted: kprobes stacks (each backend) against bpftrace count()."""
+    base = base_ns(exe, n)
+    kp = [sys.executable, "-m", "kprobes", "stacks"]
+    vm = os.environ.get("KPROBES_IN_VM")
+    kspec, kbt = (("p:__x64_sys_getppid", "kprobe:__x64_sys_getppid") if vm else
+                  ("t:syscalls:sys_enter_getppid", "tracepoint:syscalls:sys_enter_getppid"))
+    target = ["-c", f"{exe} -w {n}"]
+    cases = [
+        ("kstack", "kprobes-user", kp + [kspec, "--kernel", "--backend", "user", "--folded"]),
+        ("kstack", "kprobes-kernel", kp + [kspec, "--kernel", "--backend", "kernel", "--folded"]),
+        ("kstack", "bpftrace", ["bpftrace", "-e", f"{kbt} /pid == cpid/ {{ @[kstack] = count(); }}"]),
+        ("ustack", "kprobes-user", kp + [f"u:{exe}:leaf", "--user", "--folded"]),
+        ("ustack", "bpftrace", ["bpftrace", "-e", f"uprobe:{exe}:leaf {{ @[ustack] = count(); }}"]),
+    ]
+    if not _hist_triggers():
+        cases = [c for c in cases if c[1] != "kprobes-kernel"]
+    if not shutil.which("bpftrace"):
+        cases = [c for c in cases if c[1] != "bpftrace"]
+    print(f"\ncounting stacks: {n} calls, untraced {base:.0f} ns/call ({kspec}; u:{exe}:leaf)")
+    print(f"{'stack':<7} {'tool':<15} {'ns/call':>9} {'cost ns':>9} {'counted':>8} "
+          f"{'tracer CPU s':>13} {'stacks':>7}")
+    res: dict[tuple[str, str], tuple[float, float]] = {}
+    for kind, tool, cmd in cases:
+        out = os.path.join(d, f"count-{kind}-{tool}.out")
+        ns, cpu, _err = run(cmd + target, out, out)
+        with open(out) as f:
+            text = f.read()
+        if tool == "bpftrace":
+            counts = [int(m) for m in re.findall(r"^\]: (\d+)$", text, re.M)]
+        else:
+            counts = [int(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                      if ";" in ln and ln.rsplit(" ", 1)[-1].isdigit()]
+        res[kind, tool] = (ns - base, cpu)
+        print(f"{kind:<7} {tool:<15} {ns:9.0f} {ns - base:9.0f} {sum(counts):8d} {cpu:13.2f} "
+              f"{len(counts):7d}")
+    for kind in ("kstack", "ustack"):
+        b = res.get((kind, "bpftrace"))
+        for tool in ("kprobes-user", "kprobes-kernel"):
+            a = res.get((kind, tool))
+            if a is not None and b:
+                print(f"{kind} counted, {tool} / bpftrace: cost per call {a[0] / b[0]:.2f}, "
+                      f"tracer CPU {a[1] / b[1]:.2f}")
+
+
 def symbolize(exe: str, n: int) -> None:
     """Per-stack symbolization time, cold and warm, on stacks recorded from the target."""
     raw: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = []
@@ -168,18 +228,37 @@ def symbolize(exe: str, n: int) -> None:
           f"(kallsyms), warm {k_warm * 1e6:.1f} us")
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+def main() -> int:
+    args = sys.argv[1:]
+    if "--vm" in args:
+        i = args.index("--vm")
+        kernel = args[i + 1]
+        rest = args[:i] + args[i + 2:]
+        root = os.path.dirname(HERE)
+        rw = tempfile.mkdtemp(prefix="kpstacks-vm")
+        cmd = [sys.executable, "-m", "kprobes", "vm", "--kernel", kernel, "--cpus", "2",
+               "--memory", "4G", "--cwd", root, "--rwdir", rw, "--timeout", "3000",
+               "--env", f"KPROBES_IN_VM={kernel}", "--env", f"PYTHONPATH={root}", "--",
+               sys.executable, os.path.abspath(__file__), *rest]
+        try:
+            return subprocess.run(cmd, cwd=root).returncode
+        finally:
+            shutil.rmtree(rw, ignore_errors=True)
+    n = int(args[0]) if args else 20000
+    print(f"{os.uname().release}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     d = tempfile.mkdtemp()
     try:
         exe = os.path.join(d, "chain")
         subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-no-pie", "-o", exe, SRC],
                        check=True)
         per_call(exe, n, d)
+        counting(exe, n, d)
         symbolize(exe, min(n, 5000))
     finally:
         shutil.rmtree(d)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

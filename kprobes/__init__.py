@@ -28,7 +28,7 @@ _WHERE = {
     "ProbeHandle": "runtime.handle",
     "Batch": "runtime.reader",
     "ProbeStats": "runtime.session", "Session": "runtime.session", "Stats": "runtime.session",
-    "StackCounts": "runtime.stackcount", "StackRow": "runtime.stackcount",
+    "StackCounts": "runtime.stackcount",
     "Frame": "symbolize.frame",
 }
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .runtime.handle import ProbeHandle
     from .runtime.reader import Batch
     from .runtime.session import ProbeStats, Session, Stats
-    from .runtime.stackcount import StackCounts, StackRow
+    from .runtime.stackcount import StackCounts
     from .symbolize.frame import Frame
 
 
@@ -73,7 +73,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
-    "Frame", "StackCounts", "StackRow", "Aggregation", "Row", "Bucket",
+    "Frame", "StackCounts", "Aggregation", "Row", "Bucket",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
     "KprobesError", "SpecError", "KernelRefused", "NotSupported", "PermissionDenied",
     "DecodeError", "SymbolError", "BTFError", "HandlerError",

@@ -16,7 +16,17 @@ One ``hist`` file lists every hist trigger of the event, each as::
         Dropped: 0
 
 Key values are kept as the kernel printed them (:func:`key_value` turns one
-into a number, a string, a ``(comm, pid)`` pair or a bucket).
+into a number, a string, a ``(comm, pid)`` pair, a bucket or a stack).
+A ``stacktrace`` key spans lines, one frame per line (``sym+off/size [mod]``,
+or a bare address), and the row's values follow the closing brace::
+
+    { common_pid: cat             [       154], stacktrace:
+             do_sys_openat2+0x5/0x170
+             __x64_sys_openat+0x6a/0xa0
+    } hitcount:          3
+
+The frames are kept joined with newlines (:func:`key_value` with
+``"stacktrace"`` splits them; :func:`frame_name` keeps a frame's function).
 
 >>> t = parse_hist('# trigger info: hist:keys=x:vals=hitcount [active]\\n'
 ...                '{ x:          7 } hitcount:          3\\n'
@@ -34,7 +44,8 @@ from typing import Any
 
 from ..errors import DecodeError
 
-__all__ = ["HistTable", "parse_hist", "split_keys", "key_value", "Log2Key", "RangeKey"]
+__all__ = ["HistTable", "parse_hist", "split_keys", "key_value", "frame_name", "Log2Key",
+           "RangeKey"]
 
 _ROW = re.compile(r"^\{ (?P<keys>.*) \}(?P<vals>(?:\s+[A-Za-z_][A-Za-z0-9_.]*:\s+-?\d+)+)\s*$")
 _VAL = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*):\s+(-?\d+)")
@@ -42,6 +53,8 @@ _SEP = re.compile(r"(?:^|, )([A-Za-z_][A-Za-z0-9_]*): ")
 _EXECNAME = re.compile(r"^(?P<comm>.*?)\s*\[\s*(?P<pid>\d+)\]$")
 _LOG2 = re.compile(r"^~ 2\^(\d+)$")
 _RANGE = re.compile(r"^~ (\d+)-(\d+)$")
+# the last line of a multi-line (stacktrace) row: " }" or ", more: keys }", then the values
+_END = re.compile(r"^(?P<keys>[^{]*?)\s*\}(?P<vals>(?:\s+[A-Za-z_][A-Za-z0-9_.]*:\s+-?\d+)+)\s*$")
 
 
 @dataclass
@@ -98,13 +111,15 @@ def key_value(raw: str, kind: str = "int", signed_bits: int = 0) -> Any:
 
     ``kind``: ``int`` (``signed_bits`` > 0: a signed field, printed sign-extended as a u64),
     ``str``, ``execname`` (-> ``(comm, pid)``), ``log2`` (-> :class:`Log2Key`),
-    ``range`` (-> :class:`RangeKey`). A key that is not of the kind raises
-    :class:`~kprobes.errors.DecodeError`.
+    ``range`` (-> :class:`RangeKey`), ``stacktrace`` (-> the frames as printed, innermost
+    first). A key that is not of the kind raises :class:`~kprobes.errors.DecodeError`.
 
     >>> key_value("18446744073709551614", "int", 64), key_value("python   [  142]", "execname")
     (-2, ('python', 142))
     >>> key_value("~ 2^10", "log2"), key_value("~ 800-899", "range")
     (Log2Key(k=10), RangeKey(start=800, end=899))
+    >>> key_value("         do_sys_openat2+0x5/0x170\\n         0xffffffffc03cc0c8", "stacktrace")
+    ('do_sys_openat2+0x5/0x170', '0xffffffffc03cc0c8')
     """
     try:
         return _key_value(raw, kind, signed_bits)
@@ -116,6 +131,8 @@ def _key_value(raw: str, kind: str, signed_bits: int) -> Any:
     s = raw.strip()
     if kind == "str":
         return raw.rstrip()
+    if kind == "stacktrace":
+        return tuple(f.strip() for f in raw.splitlines() if f.strip())
     if kind == "execname":
         m = _EXECNAME.match(s)
         if not m:
@@ -138,11 +155,41 @@ def _key_value(raw: str, kind: str, signed_bits: int) -> Any:
     return v
 
 
+def frame_name(printed: str) -> str:
+    """A printed kernel frame's function (``sym+0x5/0x170 [mod]`` -> ``sym``); an
+    address the kernel could not name stays as printed, with its module.
+
+    >>> frame_name("do_sys_openat2+0x5/0x170"), frame_name("xfs_lookup+0x4a/0x100 [xfs]")
+    ('do_sys_openat2', 'xfs_lookup')
+    >>> frame_name("0xffffffffc03cc0c8")
+    '0xffffffffc03cc0c8'
+    """
+    s = printed.strip()
+    if s.startswith("0x"):
+        return s
+    return s.split("+", 1)[0].split(" ", 1)[0]
+
+
 def parse_hist(text: str, names: Sequence[Sequence[str]] | None = None) -> list[HistTable]:
     """Every trigger's table in a ``hist`` file's text."""
     tables: list[HistTable] = []
     cur: HistTable | None = None
+    block: list[str] | None = None          # the lines of a multi-line (stacktrace) row
     for line in text.splitlines():
+        if block is not None:
+            m = _END.match(line)
+            if m is None and not line.startswith(("#", "Totals:")):
+                block.append(line)
+                continue
+            if m is not None and cur is not None:
+                # frames joined by newlines; keys after the stack (", k: v") follow them
+                more = m.group("keys").strip()
+                keys = "\n".join(block) + ("\n" + more if more else "")
+                vals = {k: _int(v, line) for k, v in _VAL.findall(m.group("vals"))}
+                cur.rows.append((split_keys(keys, names), vals))
+                block = None
+                continue
+            block = None            # a row cut short: the line is read as any other
         if line.startswith("# trigger info:"):
             cur = HistTable(line[len("# trigger info:"):].strip())
             tables.append(cur)
@@ -153,6 +200,9 @@ def parse_hist(text: str, names: Sequence[Sequence[str]] | None = None) -> list[
         if m:
             vals = {k: _int(v, line) for k, v in _VAL.findall(m.group("vals"))}
             cur.rows.append((split_keys(m.group("keys"), names), vals))
+            continue
+        if line.startswith("{ ") and line.endswith(":"):
+            block = [line[2:] + " "]        # "stacktrace: " then a frame per line
             continue
         s = line.strip()
         for label, attr in (("Hits:", "hits"), ("Entries:", "entries"), ("Dropped:", "dropped")):

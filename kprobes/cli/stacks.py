@@ -16,6 +16,11 @@ EXAMPLES = """examples:
   kprobes stacks 'u:/usr/bin/python3:PyObject_Malloc' --user -d 5
   kprobes stacks 'p:do_sys_openat2' --kernel --folded -c 'cat /etc/hostname' > out.folded
   kprobes stacks 't:syscalls:sys_enter_write' --both -p 1234 --svg write.svg
+  kprobes stacks 'p:vfs_read' -P --backend user -d 5
+
+Kernel stacks are counted in the kernel (a hist:keys=stacktrace trigger; at most
+16 frames) where it has hist triggers (--backend auto); user stacks, and kernels
+without hist triggers, record the stack with each event and count here (user).
 
 Output: each stack innermost frame first, then its count, most frequent last.
 --folded: root-first frames joined by ';', a space, the count (flamegraph.pl,
@@ -41,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     kind.add_argument("--both", dest="kind", action="store_const", const="both",
                       help="kernel and user stacks")
     add_run_options(p)
+    p.add_argument("-P", "--per-process", action="store_true",
+                   help="count stacks separately for each process (pid and comm)")
+    p.add_argument("--backend", choices=("auto", "kernel", "user"), default="auto",
+                   help="where to count: kernel (hist trigger, kernel stacks only), user "
+                        "(stack records read here), auto (kernel where it can; default)")
     p.add_argument("--filter", metavar="EXPR", help="in-kernel filter for the probe")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--folded", action="store_true", help="folded stacks, one per line")
@@ -56,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         target.open()
         with Session(buffer_kb=args.buffer_kb, pid=target.pid) as s:
-            counts = s.stacks(probe, kind=args.kind)
+            counts = s.stacks(probe, kind=args.kind, backend=args.backend,
+                              by=("pid", "comm") if args.per_process else ())
             s.start()
             # on stderr, always: a script may wait for it before starting its workload
-            print(f"Counting {args.kind} stacks at {counts.handle.name}. Ctrl-C to end.",
+            print(f"Counting {args.kind} stacks at {counts.handle.name}: {counts.backend} "
+                  f"backend ({counts.backend_reason}). Ctrl-C to end.",
                   file=sys.stderr, flush=True)
             target.start(s)
             s.run(duration=args.duration, until=target)
@@ -71,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(counts.to_json()))
         elif args.svg:
             counts.to_svg(args.svg, title=f"{args.kind} stacks: {args.spec}")
-            print(f"wrote {args.svg}: {len(counts.rows())} stacks, {counts.total} events",
+            print(f"wrote {args.svg}: {len(counts.read())} stacks, {counts.total} events",
                   file=sys.stderr)
         else:
             text = counts.to_text()
@@ -79,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
                 print(text)
         if not counts.total:
             print(f"kprobes: no events at {counts.handle.name}", file=sys.stderr)
+        if counts.dropped:
+            print(f"kprobes: {counts.dropped} events of stacks the kernel had no room for",
+                  file=sys.stderr)
         if counts.missing or stats.lost:
             print(f"kprobes: {counts.missing} events without a stack, {stats.lost} lost in the "
                   "ring buffer", file=sys.stderr)

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from ..agg.buckets import Linear, log2_range
-from ..agg.histfile import Log2Key, RangeKey, key_value, parse_hist
+from ..agg.histfile import HistTable, Log2Key, RangeKey, key_value, parse_hist
 from ..agg.model import Aggregation, Bucket, Row, merge_rows
 from ..agg.user import DEFAULT_CAP, ColumnAggregator, Pairer, round_us
 from ..decode.format import EventFormat, parse_format
@@ -237,7 +237,7 @@ class _KeySpec:
 
 
 def _kernel_keys(by: Sequence[str], fmt: EventFormat | None, has_comm: bool) -> list[_KeySpec]:
-    strings = sum(1 for k in by if k not in BASIC_KEYS and fmt is not None
+    strings = sum(1 for k in by if k not in (*BASIC_KEYS, "kstack") and fmt is not None
                   and _field_kind(fmt, k, "key")[0] == "str")
     out = []
     for k in by:
@@ -246,8 +246,13 @@ def _kernel_keys(by: Sequence[str], fmt: EventFormat | None, has_comm: bool) -> 
                 out.append(_KeySpec(k, "__comm", ("__comm",), "str"))
             else:
                 out.append(_KeySpec(k, "common_pid.execname", ("common_pid",), "execname"))
+        elif k in ("pid", "tid") and "comm" in by and not (has_comm and not strings):
+            # comm is keyed as common_pid.execname: read the pid from it, one key not two
+            out.append(_KeySpec(k, "", ("common_pid",), f"exec{k}"))
         elif k in ("pid", "tid"):
             out.append(_KeySpec(k, "common_pid", ("common_pid",), k))
+        elif k == "kstack":
+            out.append(_KeySpec(k, "stacktrace", ("stacktrace", "common_stacktrace"), "stacktrace"))
         elif k == "cpu":
             out.append(_KeySpec(k, "common_cpu", ("cpu", "common_cpu"), "int"))
         else:
@@ -265,10 +270,10 @@ class KernelAgg(_Agg):
     def __init__(self, s: Session, kind: str, probe: Probe, by: tuple[str, ...],
                  value: str | None, buckets: str | Linear | None, size: int, reason: str,
                  event: tuple[str, str] | None = None, name: str | None = None,
-                 unit: str | None = None) -> None:
+                 unit: str | None = None, handle_name: str | None = None) -> None:
         self.handle: ProbeHandle | None = None
         if event is None:
-            self.handle = s.add(probe, None)
+            self.handle = s.add(probe, None, name=handle_name)
             s._no_enable.add(id(self.handle))     # noqa: SLF001 - triggers only
             if "comm" not in by:                  # a string fetch per hit costs: only if keyed
                 s._no_comm.add(id(self.handle))   # noqa: SLF001
@@ -294,7 +299,7 @@ class KernelAgg(_Agg):
         fmt = parse_format(s.tracefs.event_format(g, e), g)
         has_comm = any(f.name == "__comm" for f in fmt.fields)
         self.keys = _kernel_keys(self.by, fmt, has_comm)
-        exprs = [k.expr for k in self.keys]
+        exprs = [k.expr for k in self.keys if k.expr]
         vals = ["hitcount"]
         if self.value is not None:
             kind, _ = _field_kind(fmt, self.value, "value")
@@ -331,15 +336,20 @@ class KernelAgg(_Agg):
         inst = self.session._inst                   # noqa: SLF001
         if inst is None:
             return []
-        names = [k.printed for k in self.keys]
+        tables = parse_hist(triggers.read_hist(inst, g, e), self.printed_names())
+        return self.table_rows(tables[0]) if tables else []     # ours is the only one
+
+    def printed_names(self) -> list[tuple[str, ...]]:
+        """The names the kernel prints for our keys, in order (to split a row's keys)."""
+        names = [k.printed for k in self.keys if k.expr]
         if self.value is not None and self.buckets is not None:
             names.append((self.value,))
         if not self.keys and self.buckets is None:
             names = [("cpu", "common_cpu")]
-        tables = parse_hist(triggers.read_hist(inst, g, e), names)   # ours is the only one
-        if not tables:
-            return []
-        t = tables[0]
+        return names
+
+    def table_rows(self, t: HistTable) -> list[Row]:
+        """Our rows from our trigger's table."""
         self.dropped = t.dropped
         tasks = self.session._reader.tasks if self.session._reader else None  # noqa: SLF001
         rows = []
@@ -349,9 +359,9 @@ class KernelAgg(_Agg):
                 raw = keys.get(next((p for p in spec.printed if p in keys), spec.printed[0]), "")
                 if spec.kind == "execname":
                     key[spec.name] = key_value(raw, "execname")[0]
-                elif spec.kind in ("pid", "tid"):
-                    v = key_value(raw)
-                    key[spec.name] = tasks.tgid(v) if spec.kind == "pid" and tasks else v
+                elif spec.kind in ("pid", "tid", "execpid", "exectid"):
+                    v = key_value(raw, "execname")[1] if spec.kind[:4] == "exec" else key_value(raw)
+                    key[spec.name] = tasks.tgid(v) if spec.kind[-3:] == "pid" and tasks else v
                 else:
                     key[spec.name] = key_value(raw, spec.kind, spec.bits)
             count = vals.get("hitcount", 0)

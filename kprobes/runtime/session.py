@@ -526,23 +526,26 @@ class Session(ProbeKindsMixin, AggregateMixin):
 
     # -- batches and back-pressure -------------------------------------------
     def stacks(self, probe: Probe | str, kind: str = "kernel", *,
-               name: str | None = None) -> StackCounts:
+               name: str | None = None, by: Iterable[str] = (), backend: str = "auto",
+               filter: str | None = None, size: int = 2048) -> StackCounts:
         """Count the distinct ``kind`` stacks (``kernel``, ``user``, ``both``) at a probe.
 
         >>> counts = s.stacks("u:/tmp/chain:leaf", kind="user")    # doctest: +SKIP
         >>> s.run(duration=1); print(counts.to_folded())            # doctest: +SKIP
         main;top;mid;leaf 1000
 
-        The result fills while the session runs (user stacks are symbolized
-        when first seen, while the process still exists); see
-        :class:`~.stackcount.StackCounts` for ``rows()``, ``to_folded()``,
-        ``to_svg(path)``.
+        An :class:`~kprobes.agg.model.Aggregation` (``read()``, ``clear()``,
+        ``to_json()``) whose rows are keyed by ``kstack`` / ``ustack`` (function
+        names, innermost first), after ``pid`` / ``comm`` with ``by=("pid",
+        "comm")``; ``to_folded()``, ``to_svg(path)``, ``to_text()`` on top.
+        ``backend``: ``kernel`` (a ``hist:keys=stacktrace`` trigger; kernel stacks
+        only, where hist triggers exist), ``user`` (stack records with each event,
+        symbolized when first seen) or ``auto`` (kernel where it can);
+        ``backend_reason`` says why. ``size``: keys the kernel keeps.
         """
-        from .stackcount import StackCounts
-        counts = StackCounts(kind)
-        h = self.add_batch(probe, counts.add_batch, name=name, stack=kind)
-        counts.handle = h
-        return counts
+        from .stackcount import add_stacks
+        return add_stacks(self, probe, kind, name=name, by=by, backend=backend, filter=filter,
+                          size=size)
 
     @property
     def reader(self) -> Reader | None:

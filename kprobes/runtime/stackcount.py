@@ -1,140 +1,251 @@
 """Counting distinct stacks at a probe (``Session.stacks``, ``kprobes stacks``).
 
-Counting is done on the raw addresses of each batch (one dict update per
-event); a stack seen for the first time is symbolized then, while its
-process still exists. Rows merge stacks whose frames have the same names
-(the same function chain reached from different call sites counts once).
+A stack count is an :class:`~kprobes.agg.model.Aggregation` of kind
+``count`` whose rows are keyed by ``kstack`` and/or ``ustack`` (tuples of
+function names, innermost first; a frame that has no name is ``0xADDR
+[module or file]``), after ``pid``/``comm`` when counted per process. Two
+backends give the same rows:
 
->>> c = StackCounts("user")
->>> c._add_named((("leaf", "mid", "top", "main"),), 3)
->>> c._add_named((("leaf", "top", "main"),), 1)
->>> print(c.to_folded())
+* **kernel**: a hist trigger ``hist:keys=stacktrace`` on the probe's event in
+  the session's instance; the event stays off, nothing per event reaches the
+  ring buffer (kernel stacks only, at most 16 frames, where hist triggers exist);
+* **user**: ``options/stacktrace`` / ``options/userstacktrace`` records come
+  with each event; raw addresses are counted per batch, a stack seen for the
+  first time is symbolized then (while its process still exists).
+
+Rows merge stacks whose frames have the same names (the same function chain
+reached from different call sites counts once).
+
+>>> from kprobes.agg.model import Row
+>>> c = UserStackCounts.__new__(UserStackCounts); StackCounts.__init__(c, "p", "user")
+>>> rows = [Row({"ustack": ("leaf", "top", "main")}, 1),
+...         Row({"ustack": ("leaf", "mid", "top", "main")}, 3)]
+>>> print(folded(rows))
 main;top;leaf 1
 main;top;mid;leaf 3
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..symbolize import Frame
+from ..agg.histfile import HistTable, frame_name
+from ..agg.model import Aggregation, Row, merge_rows
+from ..probes.model import KProbe, Probe
+from .aggregate import DEFAULT_SIZE, KernelAgg, _choose, _probe
 from .stacks import parse_kind, raw_stacks
 
-__all__ = ["StackCounts", "StackRow"]
+__all__ = ["StackCounts", "KernelStackCounts", "UserStackCounts", "root_first", "folded",
+           "stack_text", "add_stacks", "PER_PROCESS"]
+
+#: the keys ``stacks(..., by=)`` takes besides the stacks
+PER_PROCESS = ("pid", "comm")
+# frames of the tracing machinery above the probed code in a kernel stack
+_INTERNAL = ("kprobe", "kretprobe", "rethook", "trampoline", "ftrace", "perf_trace",
+             "trace_event", "exc_int3", "do_int3", "optimized_callback", "0x")
 
 
-@dataclass(frozen=True, slots=True)
-class StackRow:
-    """One distinct stack: frames innermost first (``kstack`` / ``ustack``, empty
-    when not asked for), and how many events had it."""
-
-    kstack: tuple[str, ...]
-    ustack: tuple[str, ...]
-    count: int
-
-    def root_first(self) -> list[str]:
-        """User frames from the outermost, then kernel frames (a flame graph's order)."""
-        return [*reversed(self.ustack), *reversed(self.kstack)]
+def root_first(row: Row) -> list[str]:
+    """A row's frames from the outermost: user frames, then kernel frames (a flame
+    graph's order), after the process when counted per process."""
+    k = row.key
+    who = []
+    if "comm" in k or "pid" in k:
+        who = ["-".join(str(k[x]) for x in ("comm", "pid") if x in k)]
+    return [*who, *reversed(k.get("ustack", ())), *reversed(k.get("kstack", ()))]
 
 
-class StackCounts:
-    """Stacks counted at one probe; ``kind``: ``kernel``, ``user`` or ``both``."""
+def folded(rows: Iterable[Row]) -> str:
+    """One line per stack: frames root-first joined by ``;``, a space, the count
+    (what flamegraph.pl, inferno and speedscope read)."""
+    return "\n".join(f"{';'.join(root_first(r))} {r.count}" for r in rows)
 
-    def __init__(self, kind: str = "kernel") -> None:
-        self.kernel, self.user = parse_kind(kind)
-        self.kind = kind
-        self.handle: Any = None
-        self._raw: Counter[tuple] = Counter()
-        self._names: dict[tuple, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._named: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
-        self.events = 0
-        self.missing = 0          # events that came without the stack asked for
 
-    # -- filling -------------------------------------------------------------
-    def add_batch(self, b: Any) -> None:
-        """Batch handler: count the batch's stacks (symbolizing new ones)."""
-        n = len(b)
-        self.events += n
-        kernel, user = self.kernel, self.user
-        keys = [r for r in raw_stacks(b, kernel, user)
-                if (r[0] is not None or not kernel) and (r[2] is not None or not user)]
-        self.missing += n - len(keys)
-        raw = self._raw
-        new = [k for k in set(keys) if k not in raw]
-        raw.update(keys)
-        split, h = b._split, b._t.handle
-        for kaddrs, tgid, uaddrs in new:
-            kst = tuple(_name(f) for f in split.kernel_frames(kaddrs)) if kaddrs else ()
-            ust = tuple(_name(f) for f in split.user_frames(tgid, uaddrs, h)) if uaddrs else ()
-            self._names[(kaddrs, tgid, uaddrs)] = (kst, ust)
+def stack_text(rows: Iterable[Row]) -> str:
+    """bcc ``stackcount`` style: frames innermost first, a ``--`` line between kernel
+    and user frames, ``comm [pid]`` when per process, then the count."""
+    out = []
+    for r in rows:
+        k = r.key
+        ks, us = k.get("kstack", ()), k.get("ustack", ())
+        lines = [f"  {f}" for f in ks]
+        if ks and us:
+            lines.append("  --")
+        lines += [f"  {f}" for f in us]
+        if "comm" in k or "pid" in k:
+            lines.append(f"    {k.get('comm', '?')} [{k.get('pid', '?')}]")
+        lines.append(f"    {r.count}")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
-    def _add_named(self, stacks: tuple[tuple[str, ...], ...], n: int) -> None:
-        """Add ``n`` events of one stack given by names (tests, merging)."""
-        k = (stacks[0], ()) if self.kernel and not self.user else \
-            ((), stacks[0]) if not self.kernel else (stacks[0], stacks[1])
-        self._named[k] += n
-        self.events += n
 
-    # -- reading -------------------------------------------------------------
-    def rows(self) -> list[StackRow]:
-        """Distinct stacks, least frequent first (as bcc's stackcount prints them)."""
-        merged: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter(self._named)
-        for k, n in self._raw.items():
-            merged[self._names[k]] += n
-        rows = [StackRow(k, u, n) for (k, u), n in merged.items()]
-        rows.sort(key=lambda r: (r.count, r.root_first()))
-        return rows
+class StackCounts(Aggregation):
+    """Stacks counted at one probe (``stack``: ``kernel``, ``user`` or ``both``):
+    ``read()`` rows keyed by ``kstack``/``ustack``, least frequent first;
+    ``to_folded()``, ``to_svg(path)``, ``to_text()``, ``to_json()``."""
+
+    handle: Any = None
+    missing = 0          # events that came without the stack asked for (user backend)
+
+    def __init__(self, name: str, stack: str, by: Sequence[str] = (), backend: str = "user",
+                 reason: str = "") -> None:
+        self.kernel, self.user = parse_kind(stack)
+        self.stack = stack
+        keys = (*by, *(("kstack",) if self.kernel else ()), *(("ustack",) if self.user else ()))
+        Aggregation.__init__(self, "count", name, keys, None, None, backend, reason)
 
     @property
     def total(self) -> int:
-        return sum(self._raw.values()) + sum(self._named.values())
+        """Events counted, over all stacks."""
+        return sum(r.count for r in self.read())
 
     def to_text(self) -> str:
-        """bcc ``stackcount`` style: frames innermost first, then the count; a
-        ``--`` line between kernel and user frames."""
-        out = []
-        for r in self.rows():
-            lines = [f"  {f}" for f in r.kstack]
-            if r.kstack and r.ustack:
-                lines.append("  --")
-            lines += [f"  {f}" for f in r.ustack]
-            lines.append(f"    {r.count}")
-            out.append("\n".join(lines))
-        return "\n\n".join(out)
+        return stack_text(self.read())
 
     def to_folded(self) -> str:
-        """One line per stack: frames root-first joined by ``;``, a space, the count
-        (what flamegraph.pl, inferno and speedscope read)."""
-        return "\n".join(f"{';'.join(r.root_first())} {r.count}" for r in self.rows())
+        return folded(self.read())
 
-    def to_json(self) -> dict[str, Any]:
-        rows = [{"count": r.count, **({"kstack": list(r.kstack)} if self.kernel else {}),
-                 **({"ustack": list(r.ustack)} if self.user else {})} for r in self.rows()]
-        return {"stacks": rows, "kind": self.kind, "total": self.total, "events": self.events,
-                "missing": self.missing}
+    def to_json(self, interval: int | None = None, rows: list[Row] | None = None
+                ) -> dict[str, Any]:
+        """The aggregation JSON line, plus ``stack`` (what was counted), ``total``
+        and ``missing``."""
+        rows = self.read() if rows is None else rows
+        d = super().to_json(interval, rows)
+        d["stack"] = self.stack
+        d["total"] = sum(r.count for r in rows)
+        d["missing"] = self.missing
+        return d
 
     def to_svg(self, path: str | None = None, *, title: str | None = None) -> str:
         """An interactive flame graph (self-contained SVG); written to ``path`` if given."""
         from ..output.flamegraph import flamegraph_svg
-        svg = flamegraph_svg([(r.root_first(), r.count) for r in self.rows()],
-                             title=title or f"{self.kind} stacks")
+        svg = flamegraph_svg([(root_first(r), r.count) for r in self.read()],
+                             title=title or f"{self.stack} stacks")
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(svg)
         return svg
 
     def __repr__(self) -> str:
-        return f"StackCounts({self.kind!r}, {len(self._raw) + len(self._named)} stacks, " \
-               f"{self.total} events)"
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json())
+        return f"<StackCounts {self.stack} {self.name} backend={self.backend}>"
 
 
-def _name(f: Frame) -> str:
+class UserStackCounts(StackCounts):
+    """Stacks from the ring buffer's stack records, counted per batch."""
+
+    def __init__(self, s: Any, probe: Probe, stack: str, by: Sequence[str], name: str | None,
+                 reason: str) -> None:
+        h = s.add_batch(probe, self._add_batch, name=name, stack=stack)
+        super().__init__(h.name, stack, by, "user", reason)
+        self.handle = h
+        self.per = tuple(by)
+        self._clear()
+
+    def arm(self) -> None:
+        """Nothing to set up: the stacks come with the probe's events."""
+
+    def _add_batch(self, b: Any) -> None:
+        n = len(b)
+        self.events += n
+        kernel, user = self.kernel, self.user
+        stacks = raw_stacks(b, kernel, user)
+        if self.per:     # raw_stacks is in row order
+            cols = [b.pid if k == "pid" else b.comm for k in self.per]
+            keys = [(*r, *w) for r, w in zip(stacks, zip(*cols, strict=True), strict=True)]
+        else:
+            keys = stacks
+        keys = [r for r in keys if (r[0] is not None or not kernel)
+                and (r[2] is not None or not user)]
+        self.missing += n - len(keys)
+        raw = self._raw
+        new = [k for k in set(keys) if k not in raw]
+        raw.update(keys)
+        split, h = b._split, b._t.handle
+        for k in new:
+            kaddrs, tgid, uaddrs = k[:3]
+            kst = tuple(_name(f) for f in split.kernel_frames(kaddrs)) if kaddrs else ()
+            ust = tuple(_name(f) for f in split.user_frames(tgid, uaddrs, h)) if uaddrs else ()
+            key: dict[str, Any] = dict(zip(self.per, k[3:], strict=True))
+            if kernel:
+                key["kstack"] = kst
+            if user:
+                key["ustack"] = ust
+            self._names[k] = key
+
+    def _read(self) -> list[Row]:
+        named: Counter[tuple] = Counter()
+        keys: dict[tuple, dict[str, Any]] = {}
+        for k, n in self._raw.items():
+            key = self._names[k]
+            t = tuple(key.values())
+            keys.setdefault(t, key)
+            named[t] += n
+        return [Row(dict(keys[t]), n) for t, n in named.items()]
+
+    def _clear(self) -> None:
+        self._raw: Counter[tuple] = Counter()
+        self._names: dict[tuple, dict[str, Any]] = {}
+        self.events = 0
+        self.missing = 0
+
+
+class KernelStackCounts(StackCounts, KernelAgg):
+    """``hist:keys=stacktrace`` (after ``common_pid`` / its execname per process)."""
+
+    def __init__(self, s: Any, probe: Probe, by: Sequence[str], name: str | None, size: int,
+                 reason: str) -> None:
+        KernelAgg.__init__(self, s, "count", probe, tuple(by), None, None, size, reason,
+                           handle_name=name)
+        StackCounts.__init__(self, self.handle.name, "kernel", by, "kernel", reason)
+        # comm from common_pid.execname: a string key ($comm) takes 256 bytes of the
+        # kernel's 384-byte key, the stack 128
+        s._no_comm.add(id(self.handle))                   # noqa: SLF001
+        self.symbol = probe.symbol if isinstance(probe, KProbe) else None
+
+    def table_rows(self, t: HistTable) -> list[Row]:
+        rows = KernelAgg.table_rows(self, t)
+        for r in rows:
+            r.key["kstack"] = _trim(tuple(frame_name(f) for f in r.key["kstack"]), self.symbol)
+        return merge_rows(rows)
+
+
+def _trim(names: tuple[str, ...], symbol: str | None) -> tuple[str, ...]:
+    """Without the tracing machinery's frames above the probed function."""
+    if symbol and symbol in names:
+        return names[names.index(symbol):]
+    i = 0
+    while i < len(names) - 1 and any(x in names[i] for x in _INTERNAL):
+        i += 1
+    return names[i:]
+
+
+def _name(f: Any) -> str:
     if f.symbol:
         return f.symbol
     return f"0x{f.addr:x}" + (f" [{f.module}]" if f.module else "")
+
+
+def add_stacks(s: Any, probe: Probe | str, stack: str = "kernel", *, name: str | None = None,
+               by: Iterable[str] = (), backend: str = "auto", filter: str | None = None,
+               size: int = DEFAULT_SIZE) -> StackCounts:
+    """``Session.stacks``: pick the backend and add the count to the session."""
+    from ..errors import KprobesError
+    if s._started:                                  # noqa: SLF001
+        raise KprobesError("stack counts must be added before the session starts")
+    kernel, user = parse_kind(stack)
+    by = tuple(by)
+    bad = [k for k in by if k not in PER_PROCESS]
+    if bad:
+        raise KprobesError(f"unknown key {bad[0]!r} for stacks", hint="keys: pid, comm")
+    p = _probe(probe, filter)
+    why = None if not user else "hist triggers count kernel stacks only"
+    be, reason = _choose(s, backend, why)
+    if be == "kernel":
+        counts: StackCounts = KernelStackCounts(s, p, by, name, size, reason)
+    else:
+        counts = UserStackCounts(s, p, stack, by, name, reason)
+    s.aggregations.append(counts)
+    return counts
+

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,8 +12,10 @@ import sys
 import pytest
 from conftest import run_cli
 
+from kprobes.errors import KprobesError, NotSupported
 from kprobes.kernel.elf import vaddr_to_offset
 from kprobes.runtime.session import Session
+from kprobes.runtime.stackcount import folded, stack_text
 from kprobes.symbolize import UserSymbolizer
 from kprobes.symbolize.elfsyms import build_id_path, load_symtab
 
@@ -187,8 +190,12 @@ def test_library_stacks_to_folded_and_svg(tracefs: object, bins: dict[str, str],
     finally:
         p.kill()
         p.wait()
-    rows = counts.rows()
-    assert len(rows) == 1 and rows[0].count == 7 and list(rows[0].ustack[:4]) == CHAIN
+    rows = counts.read()
+    assert len(rows) == 1 and rows[0].count == 7 and list(rows[0].key["ustack"][:4]) == CHAIN
+    assert counts.backend == "user" and "no hist triggers" in counts.backend_reason
+    js = json.loads(json.dumps(counts.to_json()))
+    assert js["aggregation"] == "count" and js["backend"] == "user" and js["total"] == 7
+    assert js["rows"][0]["key"]["ustack"][:4] == CHAIN and js["rows"][0]["count"] == 7
     assert counts.to_folded().endswith("main;top;mid;leaf 7")
     svg = counts.to_svg(str(tmp_path / "u.svg"))
     assert os.path.exists(tmp_path / "u.svg") and 'data-name="leaf"' in svg
@@ -213,3 +220,41 @@ def test_minidebuginfo_section_gives_the_local_functions(bins: dict[str, str],
     for name in CHAIN:
         addr = ref.starts[ref.names.index(name)]
         assert st.lookup(addr + 1) == (name, 1)
+
+
+def test_library_stacks_per_process_and_clear(tracefs: object, bins: dict[str, str]) -> None:
+    """by=("pid", "comm"): one row per process, keyed by its pid and comm; clear()
+    starts over."""
+    p = subprocess.Popen([bins["exe"], "-w", "5"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        with Session(pid=p.pid) as s:
+            counts = s.stacks(f"u:{bins['exe']}:leaf", kind="user", by=("pid", "comm"))
+            s.start()
+            p.stdin.write(b"g")
+            p.stdin.flush()
+            s.run(until=lambda: counts.events >= 5, duration=60)
+            rows = counts.read()
+            counts.clear()
+            after = counts.read()
+            p.stdin.close()
+            p.wait()
+    finally:
+        p.kill()
+        p.wait()
+    assert [(r.key["pid"], r.key["comm"], r.count) for r in rows] == [
+        (p.pid, os.path.basename(bins["exe"])[:15], 5)]
+    assert list(rows[0].key) == ["pid", "comm", "ustack"] and after == []
+    assert stack_text(rows).endswith(f"    {os.path.basename(bins['exe'])[:15]} [{p.pid}]\n    5")
+    assert folded(rows).startswith(f"{os.path.basename(bins['exe'])[:15]}-{p.pid};")
+
+
+def test_stacks_kernel_backend_refused_here(tracefs: object, bins: dict[str, str]) -> None:
+    """No hist triggers on this host: backend="kernel" is one NotSupported naming
+    them, before anything is created; user stacks are never the kernel's."""
+    with Session() as s:
+        with pytest.raises(NotSupported, match="hist triggers"):
+            s.stacks("t:syscalls:sys_enter_getppid", kind="kernel", backend="kernel")
+        assert not s.handles
+    with Session() as s:
+        with pytest.raises(KprobesError, match="hist triggers"):
+            s.stacks(f"u:{bins['exe']}:leaf", kind="user", backend="kernel")

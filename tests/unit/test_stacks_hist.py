@@ -1,0 +1,94 @@
+"""Kernel-backend stack counts read from real ``hist`` files with ``stacktrace`` keys
+(recorded in the 6.1 and 6.12 guests, tests/data/hist/README.md), and the
+stack rows' text, folded and JSON forms."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from kprobes.agg.histfile import frame_name, key_value, parse_hist
+from kprobes.agg.model import Row
+from kprobes.runtime.aggregate import _kernel_keys
+from kprobes.runtime.stackcount import KernelStackCounts, folded, stack_text
+
+HIST = os.path.join(os.path.dirname(__file__), "..", "data", "hist")
+KERNELS = ("6.1", "6.12")
+OPEN_PATH = ("do_sys_openat2", "__x64_sys_openat", "do_syscall_64",
+             "entry_SYSCALL_64_after_hwframe")
+
+
+def _text(name: str) -> str:
+    with open(os.path.join(HIST, name)) as f:
+        return f.read()
+
+
+def _counts(by: tuple[str, ...]) -> KernelStackCounts:
+    """A kernel stack count as armed on ``p:do_sys_openat2`` (no session: rows only)."""
+    c = object.__new__(KernelStackCounts)
+    c.keys = _kernel_keys((*by, "kstack"), None, False)
+    c.value = c.buckets = None
+    c.session = SimpleNamespace(_reader=None)
+    c.symbol = "do_sys_openat2"
+    c.dropped = 0
+    return c
+
+
+def _rows(kernel: str, which: int, by: tuple[str, ...] = ()) -> list[Row]:
+    c = _counts(by)
+    tables = parse_hist(_text(f"{kernel}-stacks.hist"), c.printed_names())
+    return c.table_rows(tables[which])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_stacktrace_rows_parse_frames_and_counts(kernel: str) -> None:
+    tables = parse_hist(_text(f"{kernel}-stacks.hist"))
+    assert len(tables) == 3
+    for t in tables:
+        assert sum(v["hitcount"] for _k, v in t.rows) == t.hits and len(t.rows) == t.entries
+        for keys, _v in t.rows:
+            raw = keys.get("stacktrace", keys.get("common_stacktrace"))
+            frames = key_value(raw, "stacktrace")
+            assert len(frames) == 6 and frames[0].startswith("kprobe_ftrace_handler+0x")
+            assert re.fullmatch(r"0x[0-9a-f]{16}", frames[1])
+            assert tuple(map(frame_name, frames[2:])) == OPEN_PATH
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_backend_rows_equal_bpftraces_kstack_by_name(kernel: str) -> None:
+    """One stack, the probe's own frames trimmed: the same names as bpftrace's kstack
+    for the same workload in the same boot."""
+    rows = _rows(kernel, 0)
+    assert [r.key for r in rows] == [{"kstack": OPEN_PATH}]
+    assert rows[0].count == parse_hist(_text(f"{kernel}-stacks.hist"))[0].hits
+    bt = _text(f"{kernel}-stacks.bpftrace")
+    m = re.search(r"@\[\n(.*?)\n\]: (\d+)", bt, re.S)
+    assert m is not None
+    theirs = tuple(ln.strip().split("+")[0] for ln in m[1].splitlines())
+    assert theirs == rows[0].key["kstack"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_per_process_rows_take_pid_and_comm_from_one_execname_key(kernel: str) -> None:
+    rows = _rows(kernel, 1, ("pid", "comm"))
+    assert all(list(r.key) == ["pid", "comm", "kstack"] for r in rows)
+    assert all(r.key["kstack"] == OPEN_PATH for r in rows)
+    work = [r for r in rows if r.key["comm"] == "workload"]
+    # 7 opens of the path, plus the loader's opens of the workload's libraries
+    assert len(work) == 1 and work[0].count == 9 and work[0].key["pid"] > 1
+    by_pid = _rows(kernel, 2, ("pid",))
+    assert {r.key["pid"] for r in by_pid} <= {r.key["pid"] for r in rows}
+    assert _kernel_keys(("pid", "comm", "kstack"), None, False)[0].expr == ""
+
+
+def test_stack_text_folded_and_json_forms() -> None:
+    rows = [Row({"pid": 7, "comm": "cat", "kstack": ("b", "a"), "ustack": ("leaf", "main")}, 3)]
+    assert stack_text(rows) == "  b\n  a\n  --\n  leaf\n  main\n    cat [7]\n    3"
+    assert folded(rows) == "cat-7;main;leaf;a;b 3"
+    d = rows[0].to_dict()
+    assert json.loads(json.dumps(d)) == {"key": {"pid": 7, "comm": "cat", "kstack": ["b", "a"],
+                                                 "ustack": ["leaf", "main"]}, "count": 3}
