@@ -100,7 +100,7 @@ def test_kernel_backend_per_process_and_cli(workload: str) -> None:
                     timeout=600)
     assert r.returncode == 0, r.stderr
     assert "kernel backend (hist triggers" in r.stderr, r.stderr
-    d = json.loads(r.stdout)
+    d = json.loads(r.stdout.splitlines()[-1])      # after the workload's "done N" line
     assert d["backend"] == "kernel" and d["total"] == N
     (row,) = d["rows"]
     assert row["key"]["comm"] == "workload" and row["key"]["pid"] > 1 and row["count"] == N

@@ -14,7 +14,7 @@ import pytest
 from kprobes.agg.histfile import frame_name, key_value, parse_hist
 from kprobes.agg.model import Row
 from kprobes.runtime.aggregate import _kernel_keys
-from kprobes.runtime.stackcount import KernelStackCounts, folded, stack_text
+from kprobes.runtime.stackcount import KernelStackCounts, StackCounts, folded, stack_text
 
 HIST = os.path.join(os.path.dirname(__file__), "..", "data", "hist")
 KERNELS = ("6.1", "6.12")
@@ -92,3 +92,40 @@ def test_stack_text_folded_and_json_forms() -> None:
     d = rows[0].to_dict()
     assert json.loads(json.dumps(d)) == {"key": {"pid": 7, "comm": "cat", "kstack": ["b", "a"],
                                                  "ustack": ["leaf", "main"]}, "count": 3}
+
+
+class _Fixed(StackCounts):
+    """A stack count with fixed rows (the recorded ones): the export paths' input."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__("p_open", "kernel", ("pid", "comm"), "kernel", "recorded")
+        self.rows = rows
+
+    def _read(self) -> list[Row]:
+        return list(self.rows)
+
+    def _clear(self) -> None:
+        self.rows = []
+
+
+def test_stack_counts_export_as_aggregations() -> None:
+    """The same Aggregation as count/hist: JSON, Prometheus and pandas take stack rows
+    (stacks as labels joined with ';'), clear() starts over."""
+    rows = _rows("6.12", 1, ("pid", "comm"))
+    c = _Fixed(rows)
+    assert c.by == ("pid", "comm", "kstack") and c.total == sum(r.count for r in rows)
+    js = json.loads(json.dumps(c.to_json()))
+    assert js["aggregation"] == "count" and js["backend"] == "kernel" and js["stack"] == "kernel"
+    assert [r["count"] for r in js["rows"]] == sorted(r.count for r in rows)
+    from kprobes.output.prometheus import build_families
+    (fam,) = build_families(c)
+    samples = {(s.labels["comm"], s.labels["kstack"]): s.value for s in fam.samples
+               if s.name.endswith("_total")}
+    assert samples[("workload", ";".join(OPEN_PATH))] == 9
+    pd = pytest.importorskip("pandas")
+    from kprobes.output.frames import aggregation_to_pandas
+    df = aggregation_to_pandas(c)
+    assert isinstance(df, pd.DataFrame) and list(df.columns) == ["pid", "comm", "kstack", "count"]
+    assert df["count"].sum() == c.total
+    c.clear()
+    assert c.read() == [] and c.to_folded() == ""
