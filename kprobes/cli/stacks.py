@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         target.open()
         with Session(buffer_kb=args.buffer_kb, pid=target.pid) as s:
             counts = s.stacks(probe, kind=args.kind, backend=args.backend,
-                              by=("pid", "comm") if args.per_process else ())
+                              per_process=args.per_process)
             s.start()
             # on stderr, always: a script may wait for it before starting its workload
             print(f"Counting {args.kind} stacks at {counts.handle.name}: {counts.backend} "

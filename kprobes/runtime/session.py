@@ -526,7 +526,7 @@ class Session(ProbeKindsMixin, AggregateMixin):
 
     # -- batches and back-pressure -------------------------------------------
     def stacks(self, probe: Probe | str, kind: str = "kernel", *,
-               name: str | None = None, by: Iterable[str] = (), backend: str = "auto",
+               name: str | None = None, per_process: bool = False, backend: str = "auto",
                filter: str | None = None, size: int = 2048) -> StackCounts:
         """Count the distinct ``kind`` stacks (``kernel``, ``user``, ``both``) at a probe.
 
@@ -536,16 +536,16 @@ class Session(ProbeKindsMixin, AggregateMixin):
 
         An :class:`~kprobes.agg.model.Aggregation` (``read()``, ``clear()``,
         ``to_json()``) whose rows are keyed by ``kstack`` / ``ustack`` (function
-        names, innermost first), after ``pid`` / ``comm`` with ``by=("pid",
-        "comm")``; ``to_folded()``, ``to_svg(path)``, ``to_text()`` on top.
+        names, innermost first), after ``pid`` and ``comm`` with ``per_process``;
+        ``to_folded()``, ``to_svg(path)``, ``to_text()`` on top.
         ``backend``: ``kernel`` (a ``hist:keys=stacktrace`` trigger; kernel stacks
         only, where hist triggers exist), ``user`` (stack records with each event,
         symbolized when first seen) or ``auto`` (kernel where it can);
         ``backend_reason`` says why. ``size``: keys the kernel keeps.
         """
         from .stackcount import add_stacks
-        return add_stacks(self, probe, kind, name=name, by=by, backend=backend, filter=filter,
-                          size=size)
+        return add_stacks(self, probe, kind, name=name, per_process=per_process,
+                          backend=backend, filter=filter, size=size)
 
     @property
     def reader(self) -> Reader | None:

@@ -17,7 +17,6 @@ Rows merge stacks whose frames have the same names (the same function chain
 reached from different call sites counts once).
 
 >>> from kprobes.agg.model import Row
->>> c = UserStackCounts.__new__(UserStackCounts); StackCounts.__init__(c, "p", "user")
 >>> rows = [Row({"ustack": ("leaf", "top", "main")}, 1),
 ...         Row({"ustack": ("leaf", "mid", "top", "main")}, 3)]
 >>> print(folded(rows))
@@ -28,7 +27,7 @@ main;top;mid;leaf 3
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from ..agg.histfile import HistTable, frame_name
@@ -40,7 +39,7 @@ from .stacks import parse_kind, raw_stacks
 __all__ = ["StackCounts", "KernelStackCounts", "UserStackCounts", "root_first", "folded",
            "stack_text", "add_stacks", "PER_PROCESS"]
 
-#: the keys ``stacks(..., by=)`` takes besides the stacks
+#: the keys of ``stacks(..., per_process=True)`` before the stacks
 PER_PROCESS = ("pid", "comm")
 # frames of the tracing machinery above the probed code in a kernel stack
 _INTERNAL = ("kprobe", "kretprobe", "rethook", "trampoline", "ftrace", "perf_trace",
@@ -82,19 +81,39 @@ def stack_text(rows: Iterable[Row]) -> str:
 
 
 class StackCounts(Aggregation):
-    """Stacks counted at one probe (``stack``: ``kernel``, ``user`` or ``both``):
-    ``read()`` rows keyed by ``kstack``/``ustack``, least frequent first;
-    ``to_folded()``, ``to_svg(path)``, ``to_text()``, ``to_json()``."""
+    """Stacks counted at a probe (``stack``: ``kernel``, ``user`` or ``both``):
+    ``read()`` rows keyed by ``kstack``/``ustack`` (after ``pid``, ``comm`` with
+    ``per_process``), least frequent first; ``to_folded()``, ``to_svg(path)``,
+    ``to_text()``, ``to_json()``.
+
+    Made directly, it holds what :meth:`merge` adds (several probes' counts as one).
+    """
 
     handle: Any = None
-    missing = 0          # events that came without the stack asked for (user backend)
 
-    def __init__(self, name: str, stack: str, by: Sequence[str] = (), backend: str = "user",
-                 reason: str = "") -> None:
+    def __init__(self, stack: str = "kernel", *, per_process: bool = False, name: str = "",
+                 backend: str = "user", reason: str = "merged") -> None:
         self.kernel, self.user = parse_kind(stack)
         self.stack = stack
-        keys = (*by, *(("kstack",) if self.kernel else ()), *(("ustack",) if self.user else ()))
+        self.per_process = per_process
+        keys = (*(PER_PROCESS if per_process else ()), *(("kstack",) if self.kernel else ()),
+                *(("ustack",) if self.user else ()))
         Aggregation.__init__(self, "count", name, keys, None, None, backend, reason)
+        self.missing = 0     # events that came without the stack asked for (user backend)
+        self._merged: list[Row] = []
+
+    def merge(self, other: Aggregation) -> None:
+        """Add another stack count's rows (equal keys add up)."""
+        self._merged = merge_rows([*self._merged, *other.read()])
+        self.missing += getattr(other, "missing", 0)
+        self.dropped += other.dropped
+        self.final = None
+
+    def _read(self) -> list[Row]:
+        return [Row(dict(r.key), r.count) for r in self._merged]
+
+    def _clear(self) -> None:
+        self._merged = []
 
     @property
     def total(self) -> int:
@@ -135,12 +154,13 @@ class StackCounts(Aggregation):
 class UserStackCounts(StackCounts):
     """Stacks from the ring buffer's stack records, counted per batch."""
 
-    def __init__(self, s: Any, probe: Probe, stack: str, by: Sequence[str], name: str | None,
+    def __init__(self, s: Any, probe: Probe, stack: str, per_process: bool, name: str | None,
                  reason: str) -> None:
         h = s.add_batch(probe, self._add_batch, name=name, stack=stack)
-        super().__init__(h.name, stack, by, "user", reason)
+        super().__init__(stack, per_process=per_process, name=h.name, backend="user",
+                         reason=reason)
         self.handle = h
-        self.per = tuple(by)
+        self.per = PER_PROCESS if per_process else ()
         self._clear()
 
     def arm(self) -> None:
@@ -194,11 +214,16 @@ class UserStackCounts(StackCounts):
 class KernelStackCounts(StackCounts, KernelAgg):
     """``hist:keys=stacktrace`` (after ``common_pid`` / its execname per process)."""
 
-    def __init__(self, s: Any, probe: Probe, by: Sequence[str], name: str | None, size: int,
+    _read = KernelAgg._read
+    _clear = KernelAgg._clear
+
+    def __init__(self, s: Any, probe: Probe, per_process: bool, name: str | None, size: int,
                  reason: str) -> None:
-        KernelAgg.__init__(self, s, "count", probe, tuple(by), None, None, size, reason,
-                           handle_name=name)
-        StackCounts.__init__(self, self.handle.name, "kernel", by, "kernel", reason)
+        KernelAgg.__init__(self, s, "count", probe, PER_PROCESS if per_process else (), None,
+                           None, size, reason, handle_name=name)
+        assert self.handle is not None
+        StackCounts.__init__(self, "kernel", per_process=per_process, name=self.handle.name,
+                             backend="kernel", reason=reason)
         # comm from common_pid.execname: a string key ($comm) takes 256 bytes of the
         # kernel's 384-byte key, the stack 128
         s._no_comm.add(id(self.handle))                   # noqa: SLF001
@@ -228,24 +253,19 @@ def _name(f: Any) -> str:
 
 
 def add_stacks(s: Any, probe: Probe | str, stack: str = "kernel", *, name: str | None = None,
-               by: Iterable[str] = (), backend: str = "auto", filter: str | None = None,
+               per_process: bool = False, backend: str = "auto", filter: str | None = None,
                size: int = DEFAULT_SIZE) -> StackCounts:
     """``Session.stacks``: pick the backend and add the count to the session."""
     from ..errors import KprobesError
     if s._started:                                  # noqa: SLF001
         raise KprobesError("stack counts must be added before the session starts")
-    kernel, user = parse_kind(stack)
-    by = tuple(by)
-    bad = [k for k in by if k not in PER_PROCESS]
-    if bad:
-        raise KprobesError(f"unknown key {bad[0]!r} for stacks", hint="keys: pid, comm")
+    _kernel, user = parse_kind(stack)
     p = _probe(probe, filter)
     why = None if not user else "hist triggers count kernel stacks only"
     be, reason = _choose(s, backend, why)
     if be == "kernel":
-        counts: StackCounts = KernelStackCounts(s, p, by, name, size, reason)
+        counts: StackCounts = KernelStackCounts(s, p, per_process, name, size, reason)
     else:
-        counts = UserStackCounts(s, p, stack, by, name, reason)
+        counts = UserStackCounts(s, p, stack, per_process, name, reason)
     s.aggregations.append(counts)
     return counts
-

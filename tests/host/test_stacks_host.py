@@ -223,12 +223,12 @@ def test_minidebuginfo_section_gives_the_local_functions(bins: dict[str, str],
 
 
 def test_library_stacks_per_process_and_clear(tracefs: object, bins: dict[str, str]) -> None:
-    """by=("pid", "comm"): one row per process, keyed by its pid and comm; clear()
+    """per_process=True: one row per process, keyed by its pid and comm; clear()
     starts over."""
     p = subprocess.Popen([bins["exe"], "-w", "5"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         with Session(pid=p.pid) as s:
-            counts = s.stacks(f"u:{bins['exe']}:leaf", kind="user", by=("pid", "comm"))
+            counts = s.stacks(f"u:{bins['exe']}:leaf", kind="user", per_process=True)
             s.start()
             p.stdin.write(b"g")
             p.stdin.flush()

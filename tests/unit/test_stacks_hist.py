@@ -94,25 +94,12 @@ def test_stack_text_folded_and_json_forms() -> None:
                                                  "ustack": ["leaf", "main"]}, "count": 3}
 
 
-class _Fixed(StackCounts):
-    """A stack count with fixed rows (the recorded ones): the export paths' input."""
-
-    def __init__(self, rows: list[Row]) -> None:
-        super().__init__("p_open", "kernel", ("pid", "comm"), "kernel", "recorded")
-        self.rows = rows
-
-    def _read(self) -> list[Row]:
-        return list(self.rows)
-
-    def _clear(self) -> None:
-        self.rows = []
-
-
 def test_stack_counts_export_as_aggregations() -> None:
     """The same Aggregation as count/hist: JSON, Prometheus and pandas take stack rows
-    (stacks as labels joined with ';'), clear() starts over."""
+    (stacks as labels joined with ';'); merge() adds counts up, clear() starts over."""
     rows = _rows("6.12", 1, ("pid", "comm"))
-    c = _Fixed(rows)
+    c = StackCounts("kernel", per_process=True, name="p_open", backend="kernel")
+    c.merge(SimpleNamespace(read=lambda: rows, missing=0, dropped=0))
     assert c.by == ("pid", "comm", "kstack") and c.total == sum(r.count for r in rows)
     js = json.loads(json.dumps(c.to_json()))
     assert js["aggregation"] == "count" and js["backend"] == "kernel" and js["stack"] == "kernel"
@@ -127,5 +114,8 @@ def test_stack_counts_export_as_aggregations() -> None:
     df = aggregation_to_pandas(c)
     assert isinstance(df, pd.DataFrame) and list(df.columns) == ["pid", "comm", "kstack", "count"]
     assert df["count"].sum() == c.total
+    c.merge(SimpleNamespace(read=lambda: rows, missing=1, dropped=2))     # equal keys add up
+    assert [r.count for r in c.read()] == sorted(2 * r.count for r in rows)
+    assert (c.missing, c.dropped) == (1, 2)
     c.clear()
     assert c.read() == [] and c.to_folded() == ""
