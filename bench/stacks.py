@@ -128,8 +128,10 @@ def per_call(exe: str, n: int, d: str) -> None:
         if tool == "kprobes":
             events = sum(1 for ln in text.splitlines() if ln and not ln.startswith(("\t", "done")))
         else:
-            first = "leaf+0" if kind == "user" else "syscall_trace_enter"
-            events = sum(1 for ln in text.splitlines() if ln.strip().startswith(first))
+            # one line per stack starts with the innermost frame of the first stack printed
+            frames = [ln.strip() for ln in text.splitlines() if "+" in ln and ln[:1].isspace()]
+            first = frames[0].split("+")[0] + "+" if frames else "\0"
+            events = sum(1 for f in frames if f.startswith(first))
         res[kind, tool] = ns - base
         print(f"{kind:<7} {tool:<9} {ns:9.0f} {ns - base:9.0f} {events:7d} "
               f"{cpu / max(events, 1) * 1e6:20.1f}")
