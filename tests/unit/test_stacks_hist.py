@@ -119,3 +119,13 @@ def test_stack_counts_export_as_aggregations() -> None:
     assert (c.missing, c.dropped) == (1, 2)
     c.clear()
     assert c.read() == [] and c.to_folded() == ""
+
+
+def test_stack_row_cut_short_is_skipped_not_swallowing_the_rest() -> None:
+    """A stack row whose closing line never comes (a truncated read) is dropped; the
+    totals and the next trigger's table after it are still read."""
+    text = _text("6.1-stacks.hist")
+    cut = text.replace("} hitcount:         22\n", "", 1)
+    tables = parse_hist(cut)
+    assert len(tables) == 3 and tables[0].rows == [] and tables[0].hits == 22
+    assert [len(t.rows) for t in tables[1:]] == [len(t.rows) for t in parse_hist(text)[1:]]
