@@ -524,7 +524,7 @@ class Session(ProbeKindsMixin, AggregateMixin):
             raise HandlerError(f"handler of {h.name} raised {type(e).__name__}: {e}",
                                probe=h.name, original=e) from e
 
-    # -- batches and back-pressure -------------------------------------------
+    # -- stacks, back-pressure, statistics -----------------------------------
     def stacks(self, probe: Probe | str, kind: str = "kernel", *,
                name: str | None = None, per_process: bool = False, backend: str = "auto",
                filter: str | None = None, size: int = 2048) -> StackCounts:
