@@ -48,10 +48,11 @@ events/s.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import rshift
-from typing import Literal
+from typing import Literal, overload
 
 from kprobes.decode.format import Field, parse_field_line
 from kprobes.errors import DecodeError
@@ -59,6 +60,7 @@ from kprobes.errors import DecodeError
 __all__ = [
     "PageHeader",
     "PageDecoder",
+    "Records",
     "RINGBUF_TYPE_DATA_TYPE_LEN_MAX",
     "RINGBUF_TYPE_PADDING",
     "RINGBUF_TYPE_TIME_EXTEND",
@@ -244,6 +246,112 @@ class PageDecoder:
         return hdr, out
 
 
+    def count(self, page: bytes | bytearray | memoryview) -> tuple[PageHeader, int]:
+        """The header and the number of data records, checked as :meth:`records`
+        checks them, without making a Python object per record: runs of same-size
+        records are counted with C-level slices.
+
+        >>> import struct
+        >>> rec = struct.pack("=I", 3 | 7 << 5) + bytes(12)        # type_len 3, delta 7
+        >>> PageDecoder().count(struct.pack("=QQ", 5, 16 * 40) + rec * 40)[1]
+        40
+        """
+        hdr = self.header(page)
+        if hdr.data_len & 3:
+            raise DecodeError(f"page data length {hdr.data_len} is not a multiple of 4")
+        base = self.data_offset
+        nwords = hdr.data_len >> 2
+        words = memoryview(page)[base:base + (nwords << 2)].cast("I")
+        n = i = 0
+        fast = _BYTEORDER == "little" and nwords >= 16
+        try:
+            while i < nwords:
+                w = words[i]
+                tl = w & 31
+                if 0 < tl <= RINGBUF_TYPE_DATA_TYPE_LEN_MAX:
+                    k = _same_run(page, base, i, nwords, tl) if fast else 0
+                    if k < 8:
+                        fast = False        # mixed sizes on this page: one record at a time
+                    k = k or 1              # a record cut by the end: stepped over, then refused
+                    n += k
+                    i += k * (tl + 1)
+                elif tl == 0:
+                    ln = words[i + 1]
+                    if ln < 4 or ln & 3:
+                        raise DecodeError(f"record at {base + 4 * i}: bad length {ln}")
+                    n += 1
+                    i += 1 + (ln >> 2)
+                elif tl == RINGBUF_TYPE_PADDING:
+                    if not w >> 5:
+                        break
+                    ln = words[i + 1]
+                    if ln & 3:
+                        raise DecodeError(f"padding at {base + 4 * i}: bad length {ln}")
+                    i += 1 + (ln >> 2)
+                else:                           # time extend, time stamp: 8 bytes
+                    words[i + 1]
+                    i += 2
+        except IndexError:
+            raise DecodeError(f"record at {base + 4 * i} is cut off by the end of the "
+                              f"page data ({base + hdr.data_len})") from None
+        finally:
+            words.release()
+        if i > nwords:
+            raise DecodeError(f"last record runs past the page data by {4 * (i - nwords)} bytes")
+        return hdr, n
+
+    def lazy(self, page: bytes) -> tuple[PageHeader, Records]:
+        """The header and the records as a :class:`Records` sequence: counted now,
+        split into tuples only when first iterated or indexed."""
+        hdr, n = self.count(page)
+        return hdr, Records(self, page, n)
+
+
+class Records(Sequence[tuple[int, int, int]]):
+    """One page's records ``(ts_ns, payload_start, payload_len)``, split on first use.
+
+    ``len()`` is known from :meth:`PageDecoder.count`; a consumer that only counts
+    events (a count aggregation, ``trace -q``) never makes the per-record tuples.
+
+    >>> import struct
+    >>> rec = struct.pack("=I", 1 | 7 << 5) + bytes(4)
+    >>> hdr, recs = PageDecoder().lazy(struct.pack("=QQ", 5, 16) + rec * 2)
+    >>> len(recs), list(recs)
+    (2, [(12, 20, 4), (19, 28, 4)])
+    """
+
+    __slots__ = ("_dec", "_page", "_n", "_list")
+
+    def __init__(self, dec: PageDecoder, page: bytes, n: int) -> None:
+        self._dec, self._page, self._n = dec, page, n
+        self._list: list[tuple[int, int, int]] | None = None
+
+    def _get(self) -> list[tuple[int, int, int]]:
+        if self._list is None:
+            self._list = self._dec.records(self._page)[1]
+        return self._list
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return iter(self._get())
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, int, int]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, int, int]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[int, int, int] | list[tuple[int, int, int]]:
+        return self._get()[i]
+
+    def __repr__(self) -> str:
+        return f"Records({self._n})"
+
+
 _BYTEORDER: Literal["little", "big"] = "little" if struct.pack("=H", 1) == b"\x01\x00" else "big"
 _LOW5 = bytes(b & 31 for b in range(256))
 
@@ -276,3 +384,16 @@ def _uniform_prefix(page: bytes | bytearray | memoryview, words: memoryview, bas
     start = base + 4
     out = list(zip(acc, range(start, start + 4 * step * n, 4 * step), repeat(tl << 2, n), strict=True))
     return out, step * n, acc[-1]
+
+
+_TL_BYTES = [bytes((t,)) for t in range(32)]
+
+
+def _same_run(page: bytes | bytearray | memoryview, base: int, i: int, nwords: int,
+              tl: int) -> int:
+    """How many whole data records of ``tl`` words follow each other from word ``i``
+    (little-endian: a strided slice of the header bytes, no per-record bytecode)."""
+    step = tl + 1
+    end = i + (nwords - i) // step * step          # whole records only
+    lows = bytes(memoryview(page)[base + 4 * i:base + 4 * end:4 * step]).translate(_LOW5)
+    return len(lows) - len(lows.lstrip(_TL_BYTES[tl]))

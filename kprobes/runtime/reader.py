@@ -28,13 +28,13 @@ import os
 import select
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..decode.columns import segment_columns
 from ..decode.format import RecordDecoder, parse_format
-from ..decode.ringbuf import PageDecoder
+from ..decode.ringbuf import PageDecoder, PageHeader
 from ..errors import DecodeError, KernelRefused, KprobesError
 from ..kernel import faults
 from ..kernel.tracefs import Instance, Tracefs
@@ -44,6 +44,9 @@ from .handle import ProbeHandle, Stream
 __all__ = ["Reader", "Cycle", "Batch", "LazyEvent", "handle_of"]
 
 COMM_ARG = "__comm"
+#: one page of a read cycle: (cpu, page bytes, its records (ts_ns, payload start, length))
+Page = tuple[int, bytes, Sequence[tuple[int, int, int]]]
+
 MAX_PAGES = 64            # pages per CPU per read cycle (64 x 4 KB: ~16k small events)
 
 _COMMON = struct.Struct("=BBi")           # common_flags, common_preempt_count, common_pid
@@ -198,7 +201,7 @@ class Batch:
 
     def __init__(self, probe: str, target: Stream, tasks: TaskCache) -> None:
         self.probe = probe
-        self._segs: list[tuple[int, bytes, list[tuple[int, int, int]]]] = []
+        self._segs: list[Page] = []
         self._n = 0
         self._t = target
         self._tasks = tasks
@@ -207,7 +210,7 @@ class Batch:
         self._stk: dict | None = None        # stacks of the rows (see .stacks)
         self._split: Any = None
 
-    def _add(self, cpu: int, page: bytes, recs: list[tuple[int, int, int]]) -> None:
+    def _add(self, cpu: int, page: bytes, recs: Sequence[tuple[int, int, int]]) -> None:
         self._segs.append((cpu, page, recs))
         self._n += len(recs)
 
@@ -373,7 +376,7 @@ class Cycle:
 
     __slots__ = ("reader", "pages", "n", "stk")
 
-    def __init__(self, reader: Reader, pages: list[tuple[int, bytes, list[tuple[int, int, int]]]],
+    def __init__(self, reader: Reader, pages: list[Page],
                  stk: dict | None = None) -> None:
         self.reader = reader
         self.pages = pages
@@ -383,7 +386,7 @@ class Cycle:
     def __len__(self) -> int:
         return self.n
 
-    def _split(self) -> Iterator[tuple[Stream, int, bytes, list[tuple[int, int, int]]]]:
+    def _split(self) -> Iterator[tuple[Stream, int, bytes, Sequence[tuple[int, int, int]]]]:
         """(target, cpu, page, records of that target) for every page."""
         r = self.reader
         single = r.single
@@ -397,12 +400,14 @@ class Cycle:
             types = [u16[s >> 1] for _ts, s, _ln in recs]
             u16.release()
             first = types[0]
+            groups: dict[int, Sequence[tuple[int, int, int]]]
             if types.count(first) == len(types):
                 groups = {first: recs}
             else:
-                groups = {}
+                lists: dict[int, list[tuple[int, int, int]]] = {}
                 for t, rec in zip(types, recs, strict=True):
-                    groups.setdefault(t, []).append(rec)
+                    lists.setdefault(t, []).append(rec)
+                groups = dict(lists)
             for t, grecs in groups.items():
                 for target in by_type.get(t, ()):
                     yield target, cpu, page, grecs
@@ -575,10 +580,14 @@ class Reader:
 
     def read_cycle(self, max_pages: int | None = None) -> Cycle:
         """Read up to ``max_pages`` pages per CPU and split them into records."""
-        pages = []
-        records = self.pages.records
+        pages: list[tuple[int, bytes, Sequence[tuple[int, int, int]]]] = []
+        # one stream, no stacks: pages are only counted here; the records are split
+        # when a consumer first reads them (a count aggregation or -q never does)
+        split: Callable[[bytes], tuple[PageHeader, Sequence[tuple[int, int, int]]]] = (
+            self.pages.lazy if self.single is not None and self.stacks is None
+            else self.pages.records)
         for cpu, page in self.read_pages(max_pages):
-            hdr, recs = records(page)
+            hdr, recs = split(page)
             if hdr.missed:
                 self.lost_pages += 1
                 if hdr.lost:

@@ -214,13 +214,70 @@ def test_random_pages_never_hang_and_stay_in_bounds() -> None:
         pg = page(words)
         try:
             h, recs = DEC.records(pg)
-        except DecodeError:
+        except DecodeError as e:
+            with pytest.raises(DecodeError) as counted:
+                DEC.count(pg)
+            assert str(counted.value) == str(e)
             bad += 1
             continue
+        assert DEC.count(pg) == (h, len(recs))
         ok += 1
         for _ts, s, ln in recs:
             assert 16 <= s and s + ln <= 16 + h.data_len
     assert ok and bad
+
+
+def test_runs_of_same_size_records_match_the_per_record_loop(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """Pages of long same-size runs (the fast path) broken by time extends, padding,
+    other sizes and absolute stamps: the same records, times and errors as record by record."""
+    import kprobes.decode.ringbuf as rb
+    rnd = random.Random(99)
+    pages = []
+    for _ in range(400):
+        recs = b""
+        while True:
+            pick = rnd.random()
+            if pick < 0.7:
+                words = rnd.choice([1, 3, 7, 28])
+                part = b"".join(data(rnd.randrange(0, 1 << 27), bytes([rnd.getrandbits(8)])
+                                     * 4 * words) for _ in range(rnd.randrange(1, 40)))
+            elif pick < 0.8:
+                part = extend(rnd.randrange(1 << 27, 1 << 40))
+            elif pick < 0.9:
+                part = padding(rnd.randrange(0, 50), 4 * rnd.randrange(2, 10))
+            elif pick < 0.95:
+                part = long_data(rnd.randrange(0, 100), b"L" * 4 * rnd.randrange(1, 40))
+            else:
+                part = stamp(rnd.randrange(PAGE_TS, PAGE_TS * 10))
+            if len(recs) + len(part) > 4096 - 16:
+                break
+            recs += part
+        cut = rnd.random() < 0.1                # a data length that cuts the last record
+        pages.append(page(recs, data_len=len(recs) - 4 if cut and len(recs) > 8 else None))
+
+    def decode(pg: bytes) -> object:
+        try:
+            return DEC.records(pg)
+        except DecodeError as e:
+            return str(e)
+    def count(pg: bytes) -> object:
+        try:
+            return DEC.count(pg)
+        except DecodeError as e:
+            return str(e)
+    fast = [decode(pg) for pg in pages]
+    counted = [count(pg) for pg in pages]
+    # never a run: one record at a time (records), counted one by one (count)
+    monkeypatch.setattr(rb, "_uniform_prefix", lambda page, words, base, nwords, ts: ([], 0, ts))
+    monkeypatch.setattr(rb, "_same_run", lambda *a: 0)
+    slow = [decode(pg) for pg in pages]
+    assert fast == slow
+    assert counted == [(r[0], len(r[1])) if isinstance(r, tuple) else r for r in slow]
+    assert [count(pg) for pg in pages] == counted
+    lazy = [DEC.lazy(pg)[1] for pg in pages if isinstance(count(pg), tuple)]
+    assert [list(r) for r in lazy] == [r[1] for r in slow if isinstance(r, tuple)]
+    assert sum(len(r[1]) for r in fast if isinstance(r, tuple)) > 20000
 
 
 # --------------------------------------------------------------------------
