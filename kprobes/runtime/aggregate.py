@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..agg.buckets import Linear, log2_range
 from ..agg.histfile import HistTable, Log2Key, RangeKey, key_value, parse_hist
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 #: the runtime Session (its module imports this one: no import back)
 Session = Any
-__all__ = ["AggregateMixin", "BASIC_KEYS", "BACKENDS", "UNITS"]
+__all__ = ["BASIC_KEYS", "BACKENDS", "UNITS", "new_aggregation", "new_latency"]
 
 BASIC_KEYS = ("comm", "pid", "tid", "cpu")
 BACKENDS = ("auto", "kernel", "user")
@@ -476,107 +476,84 @@ def _choose(s: Session, backend: str, why_not_kernel: str | None) -> tuple[str, 
     return "kernel", "hist triggers in the session's instance"
 
 
-class AggregateMixin:
-    """The aggregation methods of :class:`~kprobes.runtime.session.Session`."""
-
-    def aggregate(self, kind: str, probe: Probe | str, *, by: Iterable[str] = (),
-                  value: str | None = None, log2: bool = False,
-                  linear: tuple[int, int, int] | None = None, backend: str = "auto",
-                  filter: str | None = None, size: int = DEFAULT_SIZE,
-                  cap: int = DEFAULT_CAP) -> Aggregation:
-        """An aggregation of ``probe``'s events: ``kind`` is count, hist, sum, min, max or avg."""
-        s = cast(Any, self)
-        if s._started:                               # noqa: SLF001
-            raise KprobesError("aggregations must be added before the session starts")
-        by = tuple(by)
-        p = _probe(probe, filter)
-        if kind != "count":
-            if value is None:
-                raise KprobesError(f"{kind} needs a value", hint="e.g. value='how->mode'")
-            p, value = _fetch_name(p, value)
-        for k in by:
-            p, k2 = _fetch_name(p, k)
-            if k2 != k:
-                by = tuple(k2 if x == k else x for x in by)
-        _check_names(s, p, by, "key")
-        if value is not None:
-            _check_names(s, p, [value], "value")
-        buckets: str | Linear | None = None
-        if kind == "hist":
-            if linear is not None:
-                try:
-                    buckets = Linear(*linear)
-                except (TypeError, ValueError) as e:
-                    raise KprobesError(f"--linear {linear}: {e}", hint="LO,HI,STEP e.g. 0,1000,100"
-                                       ) from None
-            else:
-                buckets = "log2"
-        if size < 128 or size & (size - 1):
-            raise KprobesError(f"size {size}: the kernel takes a power of 2, at least 128",
-                               hint="e.g. 2048")
-        why = None
-        if kind in ("min", "max"):
-            why = f"hist triggers keep sums, not a {kind}"
-        elif len([k for k in by if k not in BASIC_KEYS]) > 1:
-            why = "two argument keys may exceed the kernel's key size"
-        be, reason = _choose(s, backend, why)
-        if be == "kernel":
-            agg: _Agg = KernelAgg(s, kind, p, by, value, buckets, size, reason)
+def new_aggregation(s: Session, kind: str, probe: Probe | str, *, by: Iterable[str] = (),
+                    value: str | None = None, log2: bool = False,
+                    linear: tuple[int, int, int] | None = None, backend: str = "auto",
+                    filter: str | None = None, size: int | None = None,
+                    cap: int | None = None) -> Aggregation:
+    """:meth:`Session.aggregate <kprobes.runtime.aggregating.AggregateMixin.aggregate>`."""
+    if s._started:                               # noqa: SLF001
+        raise KprobesError("aggregations must be added before the session starts")
+    size = DEFAULT_SIZE if size is None else size
+    cap = DEFAULT_CAP if cap is None else cap
+    by = tuple(by)
+    p = _probe(probe, filter)
+    if kind != "count":
+        if value is None:
+            raise KprobesError(f"{kind} needs a value", hint="e.g. value='how->mode'")
+        p, value = _fetch_name(p, value)
+    for k in by:
+        p, k2 = _fetch_name(p, k)
+        if k2 != k:
+            by = tuple(k2 if x == k else x for x in by)
+    _check_names(s, p, by, "key")
+    if value is not None:
+        _check_names(s, p, [value], "value")
+    buckets: str | Linear | None = None
+    if kind == "hist":
+        if linear is not None:
+            try:
+                buckets = Linear(*linear)
+            except (TypeError, ValueError) as e:
+                raise KprobesError(f"--linear {linear}: {e}", hint="LO,HI,STEP e.g. 0,1000,100"
+                                   ) from None
         else:
-            agg = UserAgg(s, kind, p, by, value, buckets, cap, reason)
-        s.aggregations.append(agg)
-        return agg
+            buckets = "log2"
+    if size < 128 or size & (size - 1):
+        raise KprobesError(f"size {size}: the kernel takes a power of 2, at least 128",
+                           hint="e.g. 2048")
+    why = None
+    if kind in ("min", "max"):
+        why = f"hist triggers keep sums, not a {kind}"
+    elif len([k for k in by if k not in BASIC_KEYS]) > 1:
+        why = "two argument keys may exceed the kernel's key size"
+    be, reason = _choose(s, backend, why)
+    if be == "kernel":
+        agg: _Agg = KernelAgg(s, kind, p, by, value, buckets, size, reason)
+    else:
+        agg = UserAgg(s, kind, p, by, value, buckets, cap, reason)
+    s.aggregations.append(agg)
+    return agg
 
-    def count(self, probe: Probe | str, by: Iterable[str] = (), **kw: Any) -> Aggregation:
-        """Count events per key (``by``: comm, pid, tid, cpu, the probe's args)."""
-        return self.aggregate("count", probe, by=by, **kw)
 
-    def hist(self, probe: Probe | str, value: str, by: Iterable[str] = (), *,
-             log2: bool = True, linear: tuple[int, int, int] | None = None,
-             **kw: Any) -> Aggregation:
-        """A histogram of ``value`` (kernel ``.log2`` buckets, or ``linear=(lo, hi, step)``)."""
-        return self.aggregate("hist", probe, by=by, value=value, log2=log2, linear=linear, **kw)
-
-    def sum(self, probe: Probe | str, value: str, by: Iterable[str] = (), **kw: Any) -> Aggregation:
-        return self.aggregate("sum", probe, by=by, value=value, **kw)
-
-    def min(self, probe: Probe | str, value: str, by: Iterable[str] = (), **kw: Any) -> Aggregation:
-        return self.aggregate("min", probe, by=by, value=value, **kw)
-
-    def max(self, probe: Probe | str, value: str, by: Iterable[str] = (), **kw: Any) -> Aggregation:
-        return self.aggregate("max", probe, by=by, value=value, **kw)
-
-    def avg(self, probe: Probe | str, value: str, by: Iterable[str] = (), **kw: Any) -> Aggregation:
-        return self.aggregate("avg", probe, by=by, value=value, **kw)
-
-    def funclatency(self, func: Probe | str, by: Iterable[str] = ("comm",), *,
-                    unit: str = "us", backend: str = "auto", size: int = DEFAULT_SIZE,
-                    cap: int = DEFAULT_CAP) -> Aggregation:
-        """Time from entry to return of the same call on the same thread, as a
-        log2 histogram per key (comm, pid, tid, cpu), in ``unit`` (ns, us, ms)."""
-        s = cast(Any, self)
-        if s._started:                               # noqa: SLF001
-            raise KprobesError("aggregations must be added before the session starts")
-        if unit not in UNITS:
-            raise KprobesError(f"unknown unit {unit!r}", hint="ns, us or ms")
-        by = tuple(by)
-        bad = [k for k in by if k not in BASIC_KEYS]
-        if bad:
-            raise KprobesError(f"unknown key {bad[0]!r} for a latency",
-                               hint="keys: " + ", ".join(BASIC_KEYS))
-        entry, ret = _entry_return(func)
-        why = "the kernel's timestamps come in ns or us" if unit == "ms" else None
-        if why is None and s.clock and s.clock not in ("mono", "global", "local"):
-            why = f"trace clock {s.clock}"
-        be, reason = _choose(s, backend, why)
-        if be == "kernel" and not triggers.has_synthetic(s.tracefs):
-            if backend == "kernel":
-                raise NotSupported("this kernel has no synthetic events", feature="synthetic "
-                                   "events", hint="use --backend user (or auto)")
-            be, reason = "user", "this kernel has no synthetic events"
-        if be == "kernel":
-            agg: _Agg = KernelLatency(s, entry, ret, by, unit, size, reason)
-        else:
-            agg = UserLatency(s, entry, ret, by, unit, cap, reason)
-        s.aggregations.append(agg)
-        return agg
+def new_latency(s: Session, func: Probe | str, by: Iterable[str] = ("comm",), *,
+                unit: str = "us", backend: str = "auto", size: int | None = None,
+                cap: int | None = None) -> Aggregation:
+    """:meth:`Session.funclatency <kprobes.runtime.aggregating.AggregateMixin.funclatency>`."""
+    if s._started:                               # noqa: SLF001
+        raise KprobesError("aggregations must be added before the session starts")
+    if unit not in UNITS:
+        raise KprobesError(f"unknown unit {unit!r}", hint="ns, us or ms")
+    size = DEFAULT_SIZE if size is None else size
+    cap = DEFAULT_CAP if cap is None else cap
+    by = tuple(by)
+    bad = [k for k in by if k not in BASIC_KEYS]
+    if bad:
+        raise KprobesError(f"unknown key {bad[0]!r} for a latency",
+                           hint="keys: " + ", ".join(BASIC_KEYS))
+    entry, ret = _entry_return(func)
+    why = "the kernel's timestamps come in ns or us" if unit == "ms" else None
+    if why is None and s.clock and s.clock not in ("mono", "global", "local"):
+        why = f"trace clock {s.clock}"
+    be, reason = _choose(s, backend, why)
+    if be == "kernel" and not triggers.has_synthetic(s.tracefs):
+        if backend == "kernel":
+            raise NotSupported("this kernel has no synthetic events", feature="synthetic "
+                               "events", hint="use --backend user (or auto)")
+        be, reason = "user", "this kernel has no synthetic events"
+    if be == "kernel":
+        agg: _Agg = KernelLatency(s, entry, ret, by, unit, size, reason)
+    else:
+        agg = UserLatency(s, entry, ret, by, unit, cap, reason)
+    s.aggregations.append(agg)
+    return agg

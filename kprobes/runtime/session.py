@@ -30,7 +30,7 @@ from ..probes.btfargs import Pointer
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint
 from ..probes.spec import parse_spec
 from . import owner, watch
-from .aggregate import AggregateMixin
+from .aggregating import AggregateMixin
 from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .kinds import ProbeKindsMixin, handler_binding
 from .preflight import Preflight
