@@ -166,7 +166,75 @@ def _start(argv: list[str], env: dict | None = None) -> float:
     raise RuntimeError(f"no start_ns from {argv[:4]}: {r.stderr[-1500:]}")
 
 
-def in_vm(sym: str, n: int) -> None:
+#: the body of the ``kprobes`` console script pip writes (after its ``#!`` line)
+CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
+import re
+import sys
+from kprobes.cli.main import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+
+#: what a local Python install needs for ``kprobes trace``; left out of the copy
+_SKIP = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+         "pydoc_data", "distutils", "unittest", "config-3.11-x86_64-linux-gnu", "__phello__"}
+
+
+def pack_local(dest: str) -> str:
+    """A tar of this interpreter's install (standard library with its compiled files,
+    minus tests and tools) and of this checkout's ``kprobes`` package, to be unpacked
+    on the guest's own tmpfs: a user's Python lives on a local disk with a page
+    cache, not on the uncached 9p share the guest sees the host through."""
+    import sysconfig
+    import tarfile
+    stdlib = sysconfig.get_paths()["stdlib"]
+    libdir = os.path.dirname(stdlib)
+    out = os.path.join(dest, "local.tar")
+
+    def keep(t: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        name = os.path.basename(t.name)
+        if name in _SKIP or ".opt-" in name or name.endswith((".a", ".exe")):
+            return None
+        return t
+    with tarfile.open(out, "w") as tar:
+        tar.add(os.path.realpath(sys.executable), "py/bin/python3", filter=keep)
+        for f in os.listdir(libdir):
+            if f.startswith("libpython"):
+                tar.add(os.path.join(libdir, f), f"py/lib/{f}")
+        tar.add(stdlib, f"py/lib/{os.path.basename(stdlib)}", filter=keep)
+        tar.add(os.path.join(ROOT, "kprobes"), "site/kprobes", filter=keep)
+    return out
+
+
+def unpack_local(tar_path: str) -> tuple[list[str], dict[str, str]]:
+    """Unpack :func:`pack_local`'s tar into a tmpfs folder as a virtualenv with kprobes
+    installed; return the ``kprobes`` command and its environment."""
+    import tarfile
+    import tempfile
+    top = tempfile.mkdtemp(prefix="kplocal", dir="/dev/shm")
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(top)
+    py = os.path.join(top, "py", "bin", "python3")
+    ver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    venv = os.path.join(top, "venv")
+    site = os.path.join(venv, "lib", ver, "site-packages")
+    os.makedirs(os.path.join(venv, "bin"))
+    os.makedirs(os.path.dirname(site))
+    os.rename(os.path.join(top, "site"), site)
+    with open(os.path.join(venv, "pyvenv.cfg"), "w") as f:
+        f.write(f"home = {os.path.dirname(py)}\ninclude-system-site-packages = false\n")
+    os.symlink(py, os.path.join(venv, "bin", "python3"))
+    script = os.path.join(venv, "bin", "kprobes")
+    with open(script, "w") as f:          # the console script pip writes, pointed here
+        f.write(f"#!{venv}/bin/python3\n{CONSOLE_SCRIPT}")
+    os.chmod(script, 0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["LD_LIBRARY_PATH"] = os.path.join(top, "py", "lib")   # libpython next to it
+    return [script], env
+
+
+def in_vm(sym: str, n: int, local: str | None = None) -> None:
     import shutil
     import statistics
     import subprocess
@@ -179,23 +247,29 @@ def in_vm(sym: str, n: int) -> None:
     plain = (f"echo 'p:kpstart/e {sym}' >> {tr}/kprobe_events && "
              f"echo 1 > {tr}/events/kpstart/e/enable && {cmd}; "
              f"echo 0 > {tr}/events/kpstart/e/enable; echo '-:kpstart/e' >> {tr}/kprobe_events")
+    kp, kenv = KPROBES, dict(os.environ, PYTHONPATH=ROOT)  # the script imports this checkout
+    where = "the host's root over 9p (uncached)"
+    if local:
+        t0 = time.monotonic()
+        kp, kenv = unpack_local(local)
+        where = f"a copy on the guest's tmpfs (unpacked in {time.monotonic() - t0:.1f} s)"
     variants = {
-        "kprobes": [*KPROBES, "trace", f"p:{sym}", "-q", "-c", cmd],
+        "kprobes": [*kp, "trace", f"p:{sym}", "-q", "-c", cmd],
         "bpftrace": ["bpftrace", "-e", f"kprobe:{sym} {{ @ = count(); }}", "-c", cmd],
         "plain write": ["sh", "-c", plain],
     }
     if shutil.which("bpftrace") is None:
         del variants["bpftrace"]
-    env = dict(os.environ, PYTHONPATH=ROOT)   # the ``kprobes`` script imports this checkout
     res: dict[str, list[float]] = {k: [] for k in variants}
     for k, argv in variants.items():   # unmeasured: the first run in a boot pays for
-        _start(argv, env if k == "kprobes" else None)   # caches every later run finds warm
+        _start(argv, kenv if k == "kprobes" else None)   # caches every later run finds warm
     for i in range(n):
         for k, argv in variants.items():
-            res[k].append(_start(argv, env if k == "kprobes" else None))
+            res[k].append(_start(argv, kenv if k == "kprobes" else None))
             print(f"  {k} run {i + 1}: {res[k][-1]:.2f} s", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in res.items()}
-    print(f"\n### Start-up of 'p:{sym}' in the {os.uname().release} guest (TCG), median of {n}\n")
+    print(f"\n### Start-up of 'p:{sym}' in the {os.uname().release} guest (TCG), median of {n};"
+          f" kprobes and its Python from {where}\n")
     print("| tool | command start to CMD running | kprobes / tool |\n| --- | ---: | ---: |")
     for k, v in med.items():
         print(f"| {k} | {v:.2f} s | {med['kprobes'] / v:.2f}x |")
@@ -212,15 +286,28 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=9, help="runs per measurement (median)")
     ap.add_argument("--vm", action="store_true", help="kprobes vs bpftrace in the 6.1 guest")
     ap.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--9p", dest="nine_p", action="store_true",
+                    help="--vm: run kprobes and its Python from the host's root as the guest "
+                         "sees it (uncached 9p), not from a copy on the guest's tmpfs")
+    ap.add_argument("--local", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-trace", metavar="SYM", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.vm:
+        import shutil
+        import tempfile
         _compile()     # the guest sees this checkout read-only: compile here
         cmd = [*KPROBES, "vm", "--kernel", "6.1", "--memory", "2G", "--timeout", "1800", "--",
                PY, os.path.abspath(__file__), "--in-vm", "--sym", a.sym, "-n", str(a.n)]
-        return subprocess.run(cmd, cwd=ROOT).returncode
+        # the guest sees the host's root, but a tmpfs on /tmp: the tar goes next to this file
+        tmp = tempfile.mkdtemp(prefix=".startup-", dir=HERE)
+        try:
+            if not a.nine_p:
+                cmd += ["--local", pack_local(tmp)]
+            return subprocess.run(cmd, cwd=ROOT).returncode
+        finally:
+            shutil.rmtree(tmp)
     if a.in_vm:
-        in_vm(a.sym, a.n)
+        in_vm(a.sym, a.n, a.local)
         return 0
     host(a.sym, a.n)
     return 0
