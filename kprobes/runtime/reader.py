@@ -29,6 +29,7 @@ import select
 import struct
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -51,6 +52,7 @@ MAX_PAGES = 64            # pages per CPU per read cycle (64 x 4 KB: ~16k small 
 
 _COMMON = struct.Struct("=BBi")           # common_flags, common_preempt_count, common_pid
 _TS = itemgetter(0)
+_PLUS2 = (2).__add__                      # payload start -> common_flags
 _START = itemgetter(1)
 _BY_TS = attrgetter("ts_ns")
 
@@ -251,10 +253,10 @@ class Batch:
         return c
 
     def _common(self) -> None:
-        rows = []
-        for _cpu, page, recs in self._segs:
-            unpack = _COMMON.unpack_from
-            rows += [unpack(page, r[1] + 2) for r in recs]
+        rows: list[tuple[int, int, int]] = []
+        unpack = _COMMON.unpack_from
+        for _cpu, page, recs in self._segs:      # C-level loops: no bytecode per record
+            rows += map(unpack, repeat(page, len(recs)), map(_PLUS2, map(_START, recs)))
         rows = self._ordered(rows)
         flags, pcs, tids = (list(x) for x in zip(*rows, strict=True)) if rows else ([], [], [])
         self._set_common(flags, pcs, tids)
