@@ -15,6 +15,11 @@ session does for ``sched_switch``) then live-locked 6.1 (the int3 handler
 rewinds to an instruction the CPU never re-reads) and oopsed 6.12
 ("Oops: int3").  ``$KPROBES_VM_TCG_THREAD=multi`` restores the faster,
 unsafe mode.
+
+``$KPROBES_VM_ICOUNT=N`` (benchmarks) adds QEMU's ``-icount shift=N``: the
+guest clock then advances 2^N ns per emulated instruction, so times measured
+inside the guest count instructions and do not depend on how busy the host is
+(every instruction costs the same: caches and memory are not modelled).
 """
 
 from __future__ import annotations
@@ -100,7 +105,15 @@ def vm_command(kernel: KernelImage, argv: Sequence[str], *, cwd: str,
             raise KprobesError(f"KPROBES_VM_TCG_THREAD={thread!r}",
                                hint="use single (the default) or multi")
         # one "--opt=value" word: vng's argparse would take "-accel ..." for -a
-        cmd += ["--disable-kvm", f"--qemu-opts=-accel tcg,thread={thread}"]
+        opts = f"-accel tcg,thread={thread}"
+        icount = os.environ.get("KPROBES_VM_ICOUNT")
+        if icount:
+            if not icount.isdigit() or int(icount) > 10 or thread != "single":
+                raise KprobesError(f"KPROBES_VM_ICOUNT={icount!r}",
+                                   hint="a shift of 0..10 (ns per instruction = 2^shift), "
+                                        "with single-threaded TCG")
+            opts += f" -icount shift={icount},sleep=on"
+        cmd += ["--disable-kvm", f"--qemu-opts={opts}"]
     cmd += ["--run", str(kernel.vmlinuz), "--cpus", str(cpus), "--memory", memory,
             "--cwd", cwd]
     for d in rwdirs:

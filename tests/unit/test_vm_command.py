@@ -31,6 +31,21 @@ def test_tcg_is_single_threaded_by_default(monkeypatch):
         vm_command(K, ["true"], cwd="/work")
 
 
+def test_icount_for_load_independent_guest_times(monkeypatch):
+    monkeypatch.delenv("KPROBES_VM_KVM", raising=False)
+    monkeypatch.delenv("KPROBES_VM_TCG_THREAD", raising=False)
+    monkeypatch.delenv("KPROBES_VM_ICOUNT", raising=False)
+    assert not any("icount" in a for a in vm_command(K, ["true"], cwd="/work"))
+    monkeypatch.setenv("KPROBES_VM_ICOUNT", "3")
+    assert ("--qemu-opts=-accel tcg,thread=single -icount shift=3,sleep=on"
+            in vm_command(K, ["true"], cwd="/work"))
+    for bad, thread in (("x", "single"), ("11", "single"), ("3", "multi")):
+        monkeypatch.setenv("KPROBES_VM_ICOUNT", bad)
+        monkeypatch.setenv("KPROBES_VM_TCG_THREAD", thread)
+        with pytest.raises(KprobesError, match="KPROBES_VM_ICOUNT"):
+            vm_command(K, ["true"], cwd="/work")
+
+
 def test_kvm_has_no_tcg_options(monkeypatch):
     monkeypatch.setenv("KPROBES_VM_KVM", "1")
     cmd = vm_command(K, ["true"], cwd="/work")
