@@ -61,7 +61,10 @@ for k in $(seq ${ROUNDS:-3}); do
   for v in $VARIANTS; do x=$(v_$v); R[$v]+="$x "; echo "  round $k $v: $x ns/call" >&2; done
 done
 teardown
-for v in $VARIANTS; do echo "$v: ${R[$v]}" | awk '{split($0,a,": "); n=split(a[2],x," "); asort(x); printf "%-14s ns/call %s  (median %s)\n", a[1], a[2], x[int((n+1)/2)]}'; done
+for v in $VARIANTS; do   # runs, then the median (mawk has no sort: sort(1))
+  med=$(echo ${R[$v]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf "%-14s ns/call %s (median %s)\n" "$v" "${R[$v]}" "$med"
+done
 [ -n "$NO_CHECK" ] && { rm -rf $TMP; exit 0; }
 echo "kprobes' definition and trigger while it runs:"
 PYTHONPATH=$HERE/.. $PY -m kprobes count p:__x64_sys_getppid --backend kernel -c "sh -c 'grep -h . $T/kprobe_events $T/instances/*/events/kprobes*/*/trigger $T/instances/*/events/kprobes*/*/enable $T/instances/*/set_event_pid; ls $T/instances'" 2>&1 | grep -v '^#' | head -20
