@@ -67,9 +67,19 @@ def _check(fmt: EventFormat, names: Sequence[str], what: str) -> None:
         _field_kind(fmt, n, what)
 
 
-def _kexpr(name: str) -> str:
-    """A key as the kernel names it (``tid``/``pid`` -> the task: ``common_pid``)."""
-    return "common_pid" if name in ("tid", "pid") else name
+def _kexpr(name: str, fields: set[str]) -> str:
+    """A key as the kernel names it (``tid``/``pid`` -> the task: ``common_pid``, unless
+    the event has a field of that name, as ``sched_wakeup``'s ``pid``)."""
+    return "common_pid" if name in ("tid", "pid") and name not in fields else name
+
+
+def _cols(b: Batch, names: Sequence[str], fields: set[str]) -> list[Sequence[Any]]:
+    """Batch columns of ``names``: the event's own fields first, then comm/pid/tid/cpu."""
+    return [b.args[n] if n in fields else _columns(b, [n])[0] for n in names]
+
+
+def _names(fmt: EventFormat) -> set[str]:
+    return {f.name for f in fmt.arg_fields}
 
 
 #: the types a synthetic event definition knows by name (kernel/trace/trace_events_synth.c)
@@ -124,11 +134,12 @@ class KernelPairLatency(KernelAgg):
                         lambda: triggers.delete_synthetic(tfs, self.synth)))
         ts = "common_timestamp" + (".usecs" if self.unit == "us" else "")
         clock = f":clock={s.clock}" if s.clock else ""
-        skeys = ",".join(map(_kexpr, self.start_key))
-        ekeys = ",".join(map(_kexpr, self.end_key))
+        ekeys = ",".join(_kexpr(k, _names(fmt)) for k in self.end_key)
         params = "".join(f",{f}" for f in self.fields)
         lines = []
         for i, h in enumerate(self.starts):
+            sfmt = parse_format(tfs.event_format(h.group, h.event), h.group)
+            skeys = ",".join(_kexpr(k, _names(sfmt)) for k in self.start_key)
             var, lat = f"kps{self.n}_{i}", f"kpl{self.n}_{i}"
             cond = f" if {h.probe.filter}" if h.probe.filter else ""
             lines.append((h, f"hist:keys={skeys}:{var}={ts}{clock}{cond}"))
@@ -147,7 +158,11 @@ class KernelPairLatency(KernelAgg):
 
 
 class UserPairLatency(_Agg):
-    """The same pairing on the ring buffer's events, after each read cycle."""
+    """The same pairing on the ring buffer's events, after each read cycle. An end
+    whose start has not been seen is kept for ``RETRIES`` more cycles: the start
+    may sit on another CPU's page that a later cycle reads."""
+
+    RETRIES = 4
 
     def __init__(self, s: Session, starts: list[Probe], end: Probe, start_key: tuple[str, ...],
                  end_key: tuple[str, ...], by: tuple[str, ...], unit: str, cap: int,
@@ -162,6 +177,8 @@ class UserPairLatency(_Agg):
         self.conv = round_us if unit == "us" else None
         self.scale = UNITS[unit] if unit == "ms" else 1
         self.start_key, self.end_key = start_key, end_key
+        self.sfields = [_names(_fmt(s, p)) for p in starts]
+        self.efields = _names(_fmt(s, end))
         self.open: list[dict[Any, int]] = [{} for _ in hs]
         self._pending: list[tuple[int, int, Any, Any]] = []     # ts, source (-1: end), key, by
         for i, h in enumerate(hs):
@@ -171,13 +188,13 @@ class UserPairLatency(_Agg):
 
     def _on_start(self, i: int) -> Any:
         def on(b: Batch) -> None:
-            keys = zip(*_columns(b, self.start_key), strict=False)
+            keys = zip(*_cols(b, self.start_key, self.sfields[i]), strict=False)
             self._pending += ((t, i, k, None) for t, k in zip(b.ts, keys, strict=False))
         return on
 
     def _on_end(self, b: Batch) -> None:
-        keys = zip(*_columns(b, self.end_key), strict=False)
-        bys = zip(*_columns(b, self.by), strict=False) if self.by else iter(lambda: (), None)
+        keys = zip(*_cols(b, self.end_key, self.efields), strict=False)
+        bys = zip(*_cols(b, self.by, self.efields), strict=False) if self.by else iter(lambda: (), None)
         self._pending += ((t, -1, k, v) for t, k, v in zip(b.ts, keys, bys, strict=False))
 
     def _pair(self) -> None:
@@ -188,18 +205,26 @@ class UserPairLatency(_Agg):
         conv = self.conv
         cols: list[list[Any]] = [[] for _ in self.by]
         lats = []
-        for ts, src, key, by in ev:
+        late: list[tuple[int, int, Any, Any]] = []
+        for e in ev:
+            ts, src, key, by = e
             t = conv(ts) if conv is not None else ts
             if src >= 0:
                 self.open[src][key] = t
                 continue
+            found = False
             for o in self.open:
                 t0 = o.pop(key, None)
                 if t0 is None:
                     continue
+                found = True
                 for c, v in zip(cols, by, strict=True):
                     c.append(v)
                 lats.append((t - t0) // self.scale)
+            if not found and src > -self.RETRIES:
+                # its start may come from another CPU's page in a later read cycle
+                late.append((ts, src - 1, key, by))
+        self._pending = late
         if lats:
             self.agg.add(len(lats), cols, lats)
         self.dropped = self.agg.dropped

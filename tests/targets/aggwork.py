@@ -1,0 +1,64 @@
+"""Workloads that count themselves, for the syscount/runqlat/biolatency/tcplife tests
+(host and guest): ``python aggwork.py KIND N [ARG]``.
+
+- ``rmdir N``: N rmdir() of a missing path (N failed syscalls, ENOENT)
+- ``sleep N``: N sleeps of 2 ms (N wakeups of this thread)
+- ``dread N DEV``: N 4 KiB O_DIRECT reads of DEV at distinct offsets (N block requests)
+- ``tcp N``: N loopback TCP sessions; session i sends 3000*(i+1) bytes, gets 5000 back
+"""
+
+import mmap
+import os
+import socket
+import sys
+import time
+
+
+def rmdir(n: int) -> None:
+    for _ in range(n):
+        try:
+            os.rmdir("/nonexistent-kprobes-aggwork")
+        except OSError:
+            pass
+
+
+def sleep(n: int) -> None:
+    for _ in range(n):
+        time.sleep(0.002)
+
+
+def dread(n: int, dev: str) -> None:
+    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)
+    for i in range(n):
+        os.preadv(fd, [buf], i * 65536)
+    os.close(fd)
+
+
+def tcp(n: int) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    for i in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _ = srv.accept()
+        c.sendall(b"x" * (3000 * (i + 1)))
+        got = 0
+        while got < 3000 * (i + 1):
+            got += len(a.recv(65536))
+        a.sendall(b"y" * 5000)
+        got = 0
+        while got < 5000:
+            got += len(c.recv(65536))
+        c.close()
+        a.close()
+    print(port, flush=True)
+
+
+if __name__ == "__main__":
+    kind, n = sys.argv[1], int(sys.argv[2])
+    if kind == "dread":
+        dread(n, sys.argv[3])
+    else:
+        {"rmdir": rmdir, "sleep": sleep, "tcp": tcp}[kind](n)
