@@ -122,10 +122,10 @@ def hist_show(args: argparse.Namespace, label: str, section: str | None,
         out.write("\n")
         if interval is not None and getattr(args, "timestamp", False):
             out.write(time.strftime("%H:%M:%S") + "\n")
-        for r in sorted(rows[0], key=lambda x: repr(x.key_tuple())):
+        for i, r in enumerate(sorted(rows[0], key=lambda x: repr(x.key_tuple()))):
             if section is not None:
                 k = key_text(r.key) if key_text else str(next(iter(r.key.values())))
-                out.write(f"\n{section} = {k}\n")
+                out.write(("\n" if i else "") + f"{section} = {k}\n")
             out.write(log2_text(r.buckets or [], label) + "\n")
         out.flush()
     return show

@@ -53,7 +53,21 @@ def tcp(n: int) -> None:
             got += len(c.recv(65536))
         c.close()
         a.close()
+    srv.close()
+    settled(port)
     print(port, flush=True)
+
+
+def settled(port: int) -> None:
+    """Wait until every socket on ``port`` has closed (gone, or in TIME_WAIT): the last
+    state changes may run in a softirq after close() returns."""
+    hexport = f":{port:04X} "
+    while True:
+        with open("/proc/net/tcp") as f:
+            busy = [ln for ln in f if hexport in ln and ln.split()[3] != "06"]
+        if not busy:
+            return
+        time.sleep(0.001)
 
 
 if __name__ == "__main__":
