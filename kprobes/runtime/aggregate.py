@@ -570,14 +570,3 @@ class AggregateMixin:
             agg = UserLatency(s, entry, ret, by, unit, cap, reason)
         s.aggregations.append(agg)
         return agg
-
-    def latency_between(self, starts: Probe | str | Iterable[Probe | str], end: Probe | str, *,
-                        start_key: Sequence[str] = ("tid",), end_key: Sequence[str] = ("tid",),
-                        by: Iterable[str] = (), unit: str = "us", backend: str = "auto",
-                        size: int = DEFAULT_SIZE, cap: int = DEFAULT_CAP) -> Aggregation:
-        """Time from a start event (or any of several) to an end event with the same key
-        (``start_key`` fields of the start, ``end_key`` fields of the end; ``tid``: the
-        task), as a log2 histogram per ``by`` key of the end event (see :mod:`.pairlat`)."""
-        from .pairlat import latency_between
-        return latency_between(self, starts, end, start_key=start_key, end_key=end_key, by=by,
-                               unit=unit, backend=backend, size=size, cap=cap)
