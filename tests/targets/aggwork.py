@@ -1,7 +1,7 @@
 """Workloads that count themselves, for the syscount/runqlat/biolatency/tcplife tests
 (host and guest): ``python aggwork.py KIND N [ARG]``.
 
-- ``rmdir N``: N rmdir() of a missing path (N failed syscalls, ENOENT)
+- ``rmdir N``: N rmdir() of a missing path in /tmp (N failed syscalls, ENOENT)
 - ``sleep N``: N sleeps of 2 ms (N wakeups of this thread)
 - ``dread N DEV``: N 4 KiB O_DIRECT reads of DEV at distinct offsets (N block requests)
 - ``tcp N``: N loopback TCP sessions; session i sends 3000*(i+1) bytes, gets 5000 back
@@ -11,13 +11,17 @@ import mmap
 import os
 import socket
 import sys
+import tempfile
 import time
+
+#: in a writable file system: on a read-only one (the guest's root) rmdir fails with EROFS
+MISSING = os.path.join(tempfile.gettempdir(), "nonexistent-kprobes-aggwork")
 
 
 def rmdir(n: int) -> None:
     for _ in range(n):
         try:
-            os.rmdir("/nonexistent-kprobes-aggwork")
+            os.rmdir(MISSING)
         except OSError:
             pass
 
