@@ -254,6 +254,10 @@ def _kernel_keys(by: Sequence[str], fmt: EventFormat | None, has_comm: bool) -> 
             assert fmt is not None
             kind, bits = _field_kind(fmt, k, "key")
             out.append(_KeySpec(k, k, (k,), kind, bits))
+    if any(s.kind == "execname" for s in out):
+        for s in out:          # one common_pid key: "comm [pid]" gives both (no 2nd key)
+            if s.kind in ("pid", "tid"):
+                s.expr = ""
     return out
 
 
@@ -294,7 +298,7 @@ class KernelAgg(_Agg):
         fmt = parse_format(s.tracefs.event_format(g, e), g)
         has_comm = any(f.name == "__comm" for f in fmt.fields)
         self.keys = _kernel_keys(self.by, fmt, has_comm)
-        exprs = [k.expr for k in self.keys]
+        exprs = [k.expr for k in self.keys if k.expr]
         vals = ["hitcount"]
         if self.value is not None:
             kind, _ = _field_kind(fmt, self.value, "value")
@@ -350,7 +354,7 @@ class KernelAgg(_Agg):
                 if spec.kind == "execname":
                     key[spec.name] = key_value(raw, "execname")[0]
                 elif spec.kind in ("pid", "tid"):
-                    v = key_value(raw)
+                    v = key_value(raw, "execname")[1] if "[" in raw else key_value(raw)
                     key[spec.name] = tasks.tgid(v) if spec.kind == "pid" and tasks else v
                 else:
                     key[spec.name] = key_value(raw, spec.kind, spec.bits)
