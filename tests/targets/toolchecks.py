@@ -65,16 +65,20 @@ def syscount_rmdir(backend: str, n: int) -> int:
     return by["rmdir"]
 
 
-def runqlat_sleeps(backend: str, n: int) -> int:
+def runqlat_sleeps(backend: str, n: int, exact: bool = True) -> int:
     """``runqlat -c`` on n sleeps counts n more wakeups than on none (the one more of
-    both: the command's start, released by kprobes)."""
+    both: the command's start, released by kprobes). ``exact=False`` (the guest, whose
+    9p root makes every file read a wakeup): at least n."""
     base = agg_rows(cli("runqlat", "--json", "--backend", backend, "-c",
                         work("sleep", 0)).stdout)
     rows = agg_rows(cli("runqlat", "--json", "--backend", backend, "-c",
                         work("sleep", n)).stdout)
     assert len(rows) == 1 and rows[0]["key"] == {}
     total = rows[0]["count"]
-    assert total - sum(r["count"] for r in base) == n, (base, rows)
+    if exact:
+        assert total - sum(r["count"] for r in base) == n, (base, rows)
+    else:
+        assert total >= n, rows
     assert sum(b["count"] for b in rows[0]["buckets"]) == total
     per = agg_rows(cli("runqlat", "-L", "--json", "--backend", backend, "-c",
                        work("sleep", n), module=True).stdout)
