@@ -82,7 +82,8 @@ def runqlat_sleeps(backend: str, n: int, exact: bool = True) -> int:
     assert sum(b["count"] for b in rows[0]["buckets"]) == total
     per = agg_rows(cli("runqlat", "-L", "--json", "--backend", backend, "-c",
                        work("sleep", n), module=True).stdout)
-    assert len(per) == 1 and set(per[0]["key"]) == {"tid"} and per[0]["count"] == total, per
+    assert len(per) == 1 and set(per[0]["key"]) == {"tid"}, per
+    assert per[0]["count"] == total if exact else per[0]["count"] >= n, (per, total)
     text = cli("runqlat", "-m", "--backend", backend, "-c", work("sleep", n)).stdout
     assert "msecs" in text and "distribution" in text, text
     return total
