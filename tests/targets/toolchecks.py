@@ -84,7 +84,7 @@ def runqlat_sleeps(backend: str, n: int, exact: bool = True) -> int:
                        work("sleep", n), module=True).stdout)
     assert len(per) == 1 and set(per[0]["key"]) == {"tid"}, per
     assert per[0]["count"] == total if exact else per[0]["count"] >= n, (per, total)
-    text = cli("runqlat", "-m", "--backend", backend, "-c", work("sleep", n)).stdout
+    text = cli("runqlat", "-m", "-c", work("sleep", n)).stdout      # ms: the user side
     assert "msecs" in text and "distribution" in text, text
     return total
 
