@@ -24,6 +24,7 @@ start before it counts nothing.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -159,10 +160,12 @@ class KernelPairLatency(KernelAgg):
 
 class UserPairLatency(_Agg):
     """The same pairing on the ring buffer's events, after each read cycle. An end
-    whose start has not been seen is kept for ``RETRIES`` more cycles: the start
-    may sit on another CPU's page that a later cycle reads."""
+    whose start has not been seen is kept while it is less than ``HOLD_NS`` older
+    than the newest event: the start may sit on another CPU's page that a later
+    cycle reads (a start newer than the end is not its start)."""
 
-    RETRIES = 4
+    HOLD_NS = 1_000_000_000
+    KEEP = 16                  # starts kept per key (the newest)
 
     def __init__(self, s: Session, starts: list[Probe], end: Probe, start_key: tuple[str, ...],
                  end_key: tuple[str, ...], by: tuple[str, ...], unit: str, cap: int,
@@ -179,7 +182,7 @@ class UserPairLatency(_Agg):
         self.start_key, self.end_key = start_key, end_key
         self.sfields = [_names(_fmt(s, p)) for p in starts]
         self.efields = _names(_fmt(s, end))
-        self.open: list[dict[Any, int]] = [{} for _ in hs]
+        self.open: list[dict[Any, list[int]]] = [{} for _ in hs]
         self._pending: list[tuple[int, int, Any, Any]] = []     # ts, source (-1: end), key, by
         for i, h in enumerate(hs):
             h.batch = self._on_start(i)
@@ -206,24 +209,34 @@ class UserPairLatency(_Agg):
         cols: list[list[Any]] = [[] for _ in self.by]
         lats = []
         late: list[tuple[int, int, Any, Any]] = []
+        newest = ev[-1][0]
         for e in ev:
             ts, src, key, by = e
             t = conv(ts) if conv is not None else ts
             if src >= 0:
-                self.open[src][key] = t
+                starts = self.open[src].setdefault(key, [])
+                starts.append(t)
+                if len(starts) > 1 and starts[-2] > t:      # read out of order
+                    starts.sort()
+                del starts[:-self.KEEP]
                 continue
             found = False
             for o in self.open:
-                t0 = o.pop(key, None)
-                if t0 is None:
+                starts = o.get(key)
+                if not starts or starts[0] > t:   # only newer starts: not this end's
                     continue
+                i = bisect_right(starts, t)
+                t0 = starts[i - 1]                # the latest start before the end;
+                del starts[:i]                    # older ones were overwritten by it
+                if not starts:
+                    del o[key]
                 found = True
                 for c, v in zip(cols, by, strict=True):
                     c.append(v)
                 lats.append((t - t0) // self.scale)
-            if not found and src > -self.RETRIES:
+            if not found and newest - ts < self.HOLD_NS:
                 # its start may come from another CPU's page in a later read cycle
-                late.append((ts, src - 1, key, by))
+                late.append(e)
         self._pending = late
         if lats:
             self.agg.add(len(lats), cols, lats)
