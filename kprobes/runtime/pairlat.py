@@ -222,7 +222,7 @@ class UserPairLatency(_Agg):
                 continue
             found = False
             for o in self.open:
-                starts = o.get(key)
+                starts = o.get(key) or []
                 if not starts or starts[0] > t:   # only newer starts: not this end's
                     continue
                 i = bisect_right(starts, t)
