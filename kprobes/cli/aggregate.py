@@ -75,8 +75,13 @@ def _print_rows(aggs: list[Aggregation], rows: list[list[Row]], args: argparse.N
 
 
 def run_aggregations(args: argparse.Namespace, what: str,
-                     build: Callable[[Session], list[Aggregation]]) -> int:
-    """Create the session and aggregations (``build``), run, print; -c/-p/-d/-i."""
+                     build: Callable[[Session], list[Aggregation]],
+                     show: Callable[..., None] | None = None, pid_filter: bool = True) -> int:
+    """Create the session and aggregations (``build``), run, print; -c/-p/-d/-i.
+    ``show(aggs, rows, args, interval)`` replaces the default printing (bcc-style tools);
+    ``pid_filter=False``: -c ends the run but does not limit the events to CMD (events
+    in interrupts, such as block I/O completions)."""
+    print_rows = show or _print_rows
     if args.interval is not None and args.interval <= 0:
         raise KprobesError(f"-i {args.interval:g}: must be more than 0", hint="seconds, e.g. -i 1")
     if args.top is not None and args.top < 1:
@@ -90,7 +95,7 @@ def run_aggregations(args: argparse.Namespace, what: str,
     exporter = None
     try:
         target.open()
-        with Session(pid=target.pid) as s:
+        with Session(pid=target.pid if pid_filter else None) as s:
             aggs = build(s)
             s.start()
             exporter = start_exporter(args, s, aggs)
@@ -111,7 +116,7 @@ def run_aggregations(args: argparse.Namespace, what: str,
                         return True
                     if time.monotonic() >= next_t:
                         n += 1
-                        _print_rows(aggs, [a.interval() for a in aggs], args, n)
+                        print_rows(aggs, [a.interval() for a in aggs], args, n)
                         next_t += args.interval
                     return False
             stats = s.run(duration=args.duration,
@@ -119,9 +124,9 @@ def run_aggregations(args: argparse.Namespace, what: str,
             if args.interval:
                 rows = [a.interval() for a in aggs]
                 if any(rows) or n == 0:
-                    _print_rows(aggs, rows, args, n + 1)
+                    print_rows(aggs, rows, args, n + 1)
             else:
-                _print_rows(aggs, [a.read() for a in aggs], args, None)
+                print_rows(aggs, [a.read() for a in aggs], args, None)
             extra = target.ended()
             backends = sorted({a.backend for a in aggs})
             summary = stats.as_dict()

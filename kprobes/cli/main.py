@@ -50,6 +50,10 @@ SUBCOMMANDS: dict[str, str] = {
     "execsnoop": "bcc's execsnoop: new processes and their arguments",
     "exitsnoop": "bcc's exitsnoop: process exits, age and exit status",
     "killsnoop": "bcc's killsnoop: signals sent by kill()",
+    "syscount": "bcc's syscount: syscalls by count or process, -L their time",
+    "runqlat": "bcc's runqlat: run-queue (scheduler) latency histogram",
+    "biolatency": "bcc's biolatency: block I/O latency histogram",
+    "tcplife": "bcc's tcplife: TCP sessions with their bytes and duration",
 }
 
 

@@ -137,25 +137,28 @@ def _parser(p: argparse.ArgumentParser, m: ModuleType) -> argparse.ArgumentParse
 
 
 def _run(m: ModuleType, args: argparse.Namespace) -> int:
-    with Target(args) as target, Session(pid=target.pid) as s:
-        rows = Rows(m.columns(args), as_json=args.json, out=sys.stdout)
-        m.setup(s, args, rows)
-        try:
-            s.start()
-        except NotSupported as e:
-            hint = getattr(m, "NOT_SUPPORTED_HINT", None)
-            if hint is None:
-                raise
-            raise NotSupported(f"{m.NAME}: {e}", feature=e.feature, hint=hint) from None
-        rows.header()
-        target.start(s)
-        stats = s.run(duration=args.duration, until=Watch(s, target))
-        sys.stdout.flush()
-        if stats.lost:
-            print(f"{m.NAME}: warning: the ring buffer dropped {stats.lost} events",
-                  file=sys.stderr)
-        for problem in s.cleanup_problems:
-            print(f"warning: {problem}", file=sys.stderr)
+    with Target(args) as target:
+        args.target_pid = target.pid
+        # PID_FILTER = False: the tool filters by process itself (events in softirqs)
+        with Session(pid=target.pid if getattr(m, "PID_FILTER", True) else None) as s:
+            rows = Rows(m.columns(args), as_json=args.json, out=sys.stdout)
+            m.setup(s, args, rows)
+            try:
+                s.start()
+            except NotSupported as e:
+                hint = getattr(m, "NOT_SUPPORTED_HINT", None)
+                if hint is None:
+                    raise
+                raise NotSupported(f"{m.NAME}: {e}", feature=e.feature, hint=hint) from None
+            rows.header()
+            target.start(s)
+            stats = s.run(duration=args.duration, until=Watch(s, target))
+            sys.stdout.flush()
+            if stats.lost:
+                print(f"{m.NAME}: warning: the ring buffer dropped {stats.lost} events",
+                      file=sys.stderr)
+            for problem in s.cleanup_problems:
+                print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 
