@@ -83,11 +83,12 @@ fi
 
 for k in $kernels; do
     env_args=(--env "KPROBES_IN_VM=$k")
-    # the guest sees neither the kernel cache nor its full /lib/modules: hand
-    # tests/kernel/test_faults_kernel.py the module it loads and unloads
+    # the guest sees neither the kernel cache nor its full /lib/modules: hand the
+    # guest tests the modules they load (tests/targets/modules.py): dummy for
+    # test_faults_kernel.py, loop for the biolatency test's loop device
     mods="$results/modules-$k"
     mkdir -p "$mods"
-    cp /var/cache/kprobes/kernels/"$k".*/{,usr/}lib/modules/*/kernel/drivers/net/dummy.ko* \
+    cp /var/cache/kprobes/kernels/"$k".*/{,usr/}lib/modules/*/kernel/drivers/{net/dummy,block/loop}.ko* \
         "$mods"/ 2>/dev/null
     env_args+=(--env "KPROBES_TEST_MODULES=$mods")
     case ${CI:-} in

@@ -18,6 +18,7 @@ import sys
 import uuid
 
 import pytest
+from targets.modules import module_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -99,26 +100,6 @@ def _sh(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
 
 
-def _module_file(name: str) -> str | None:
-    """The module's file: the guest's /lib/modules holds only what the VM
-    runner needs and the host's kernel cache is hidden from it, so a copy can
-    be handed in through ``KPROBES_TEST_MODULES`` (a folder the guest sees)."""
-    rel = f"kernel/drivers/net/{name}.ko"
-    rel_ver = os.uname().release
-    extra = os.environ.get("KPROBES_TEST_MODULES")     # a folder holding NAME.ko*
-    if extra:
-        for ext in ("", ".xz", ".zst"):
-            if os.path.exists(f"{extra}/{name}.ko{ext}"):
-                return f"{extra}/{name}.ko{ext}"
-    for base in (f"/var/cache/kprobes/kernels/{rel_ver}/lib/modules/{rel_ver}",
-                 f"/var/cache/kprobes/kernels/{rel_ver}/usr/lib/modules/{rel_ver}",
-                 f"/lib/modules/{rel_ver}"):
-        for ext in ("", ".xz", ".zst"):
-            if os.path.exists(f"{base}/{rel}{ext}"):
-                return f"{base}/{rel}{ext}"
-    return None
-
-
 def _unload() -> None:
     for i in range(3):
         _sh("ip", "link", "del", f"kpdummy{i}")
@@ -127,7 +108,7 @@ def _unload() -> None:
 
 @pytest.fixture
 def dummy_module() -> str:
-    path = _module_file("dummy")
+    path = module_file("dummy", "kernel/drivers/net")
     if path is None:
         pytest.skip("no dummy module for this kernel")
     _unload()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from targets import toolchecks as tc
+from targets.modules import load_module
 
 N = 5
 BPFTRACE = shutil.which("bpftrace")
@@ -90,9 +91,10 @@ def test_runqlat_kernel_and_bpftrace(tracefs_root):
 @pytest.fixture
 def loopdev(tmp_path):
     if not os.path.exists("/dev/loop-control"):
-        subprocess.run(["modprobe", "loop"], capture_output=True)
+        load_module("loop", "kernel/drivers/block")
     if not os.path.exists("/dev/loop-control"):
-        pytest.skip("no loop devices (modprobe loop failed; insmod loop.ko first)")
+        pytest.skip("no loop devices (modprobe loop and insmod of KPROBES_TEST_MODULES/loop.ko "
+                    "failed)")
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
         f.truncate(8 << 20)
