@@ -28,6 +28,7 @@ _WHERE = {
     "ProbeHandle": "runtime.handle",
     "Batch": "runtime.reader",
     "ProbeStats": "runtime.session", "Session": "runtime.session", "Stats": "runtime.session",
+    "expand_pattern": "runtime.patterns", "Match": "runtime.patterns",
     "StackCounts": "runtime.stackcount",
     "Frame": "symbolize.frame",
 }
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .probes.spec import parse_spec
     from .runtime.event import Event
     from .runtime.handle import ProbeHandle
+    from .runtime.patterns import Match, expand_pattern
     from .runtime.reader import Batch
     from .runtime.session import ProbeStats, Session, Stats
     from .runtime.stackcount import StackCounts
@@ -75,6 +77,7 @@ __all__ = [
     "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
     "Frame", "StackCounts", "Aggregation", "Row", "Bucket",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
+    "expand_pattern", "Match",
     "KprobesError", "SpecError", "KernelRefused", "NotSupported", "PermissionDenied",
     "DecodeError", "SymbolError", "BTFError", "HandlerError",
 ]

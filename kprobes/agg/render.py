@@ -17,7 +17,7 @@ from typing import Any
 from .buckets import MAX, MIN
 from .model import Bucket, Row
 
-__all__ = ["text_rows", "key_text", "bucket_label", "value_text"]
+__all__ = ["text_rows", "key_text", "bucket_label", "value_text", "log2_hist_text"]
 
 
 def key_text(key: dict[str, Any]) -> str:
@@ -80,4 +80,37 @@ def text_rows(rows: list[Row], kind: str = "count", unit: str | None = None,
             lines.append(f"{bucket_label(b):<16} {b.count:>6} |{bar:<{width}}|")
         if lines and r is not rows[-1]:
             lines.append("")
+    return "\n".join(lines)
+
+
+def log2_hist_text(buckets: list[Bucket], val_type: str, width: int = 40) -> str:
+    """A log2 histogram as bcc's tools print it (``print_log2_hist``), each
+    line the bucket's exact range (the kernel's ``2^(k-1)+1 -> 2^k``), empty
+    buckets from 0 up to the largest filled in.
+
+    >>> print(log2_hist_text([Bucket(5, 9, 4), Bucket(17, 33, 2)], "usecs", width=8))
+         usecs               : count     distribution
+             0 -> 1          : 0        |        |
+             2 -> 2          : 0        |        |
+             3 -> 4          : 0        |        |
+             5 -> 8          : 4        |********|
+             9 -> 16         : 0        |        |
+            17 -> 32         : 2        |****    |
+    """
+    from .buckets import log2_range
+    by_k = {(b.hi - 1).bit_length() - 1 if b.hi > 1 else 0: b.count for b in buckets}
+    if not by_k:
+        return ""
+    top = max(by_k)
+    peak = max(by_k.values()) or 1
+    wide = top > 32
+    stars = width // 2 if wide else width
+    head = ("               %-29s : count     distribution" if wide
+            else "     %-19s : count     distribution") % val_type
+    body = "%20d -> %-20d : %-8d |%-*s|" if wide else "%10d -> %-10d : %-8d |%-*s|"
+    lines = [head]
+    for k in range(top + 1):
+        lo, hi = log2_range(k)
+        n = by_k.get(k, 0)
+        lines.append(body % (lo, hi - 1, n, stars, "*" * (n * stars // peak)))
     return "\n".join(lines)

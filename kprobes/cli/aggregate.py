@@ -76,11 +76,13 @@ def _print_rows(aggs: list[Aggregation], rows: list[list[Row]], args: argparse.N
 
 def run_aggregations(args: argparse.Namespace, what: str,
                      build: Callable[[Session], list[Aggregation]],
-                     show: Callable[..., None] | None = None, pid_filter: bool = True) -> int:
+                     show: Callable[..., None] | None = None, pid_filter: bool = True,
+                     banner: str | None = None) -> int:
     """Create the session and aggregations (``build``), run, print; -c/-p/-d/-i.
     ``show(aggs, rows, args, interval)`` replaces the default printing (bcc-style tools);
     ``pid_filter=False``: -c ends the run but does not limit the events to CMD (events
-    in interrupts, such as block I/O completions)."""
+    in interrupts, such as block I/O completions); ``banner`` replaces the "what, which
+    backend" line on stderr (printed also with --json: a script may wait for it)."""
     print_rows = show or _print_rows
     if args.interval is not None and args.interval <= 0:
         raise KprobesError(f"-i {args.interval:g}: must be more than 0", hint="seconds, e.g. -i 1")
@@ -99,7 +101,9 @@ def run_aggregations(args: argparse.Namespace, what: str,
             aggs = build(s)
             s.start()
             exporter = start_exporter(args, s, aggs)
-            if not args.json:
+            if banner:          # on stderr, also with --json: a script may wait for it
+                print(banner, file=sys.stderr, flush=True)
+            elif not args.json:
                 how = "; ".join(f"{a.name}: {a.backend} backend ({a.backend_reason})"
                                 for a in aggs)
                 print(f"{what} {how}. Ctrl-C to end.", file=sys.stderr, flush=True)
@@ -132,7 +136,7 @@ def run_aggregations(args: argparse.Namespace, what: str,
             summary = stats.as_dict()
             summary.update(extra)
             summary["backend"] = backends[0] if len(backends) == 1 else backends
-            summary["backend_reason"] = "; ".join(a.backend_reason for a in aggs)
+            summary["backend_reason"] = "; ".join(dict.fromkeys(a.backend_reason for a in aggs))
             summary["dropped"] = sum(a.dropped for a in aggs)
             if args.json:
                 print(json.dumps({"summary": summary}), flush=True)

@@ -13,7 +13,7 @@ __all__ = ["register", "run"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "list", help="list probeable functions, tracepoints, or a binary's symbols",
+        "list", help="list probeable functions, tracepoints or a binary's symbols",
         description="PATTERN is a glob. 'p:GLOB' (or 'r:GLOB') lists kernel functions, "
                     "'t:GLOB' or 't:GROUP:GLOB' tracepoints; a bare GLOB lists both. "
                     "With -b PATH, the function symbols of that binary or library.",

@@ -41,7 +41,7 @@ SUBCOMMANDS: dict[str, str] = {
     "hist": "histogram of a value, in the kernel where it can",
     "latency": "latency histogram of a function, in the kernel where it can",
     "stacks": "count distinct kernel/user stacks at a probe; flame graphs",
-    "list": "list probeable functions, tracepoints, or a binary's symbols",
+    "list": "list probeable functions, tracepoints or a binary's symbols",
     "info": "kernel support, or a function prototype / struct from BTF",
     "clean": "remove probes and instances left by dead kprobes sessions",
     "demo": "run the kprobe, jprobe and kretprobe demonstrations",
@@ -54,6 +54,9 @@ SUBCOMMANDS: dict[str, str] = {
     "runqlat": "bcc's runqlat: run-queue (scheduler) latency histogram",
     "biolatency": "bcc's biolatency: block I/O latency histogram",
     "tcplife": "bcc's tcplife: TCP sessions with their bytes and duration",
+    "funccount": "bcc's funccount: calls per function or tracepoint",
+    "funclatency": "bcc's funclatency: latency histogram of functions",
+    "stackcount": "bcc's stackcount: stacks leading to functions",
 }
 
 

@@ -336,7 +336,11 @@ class Tracefs:
                                hint="mount tracefs: mount -t tracefs nodev /sys/kernel/tracing"
                                ) from None
         for g in sorted(groups, key=lambda e: e.name):
-            for ev in sorted(os.listdir(g.path)):
+            try:
+                events = sorted(os.listdir(g.path))
+            except FileNotFoundError:      # another session's probe group, just removed
+                continue
+            for ev in events:
                 if not os.path.isfile(os.path.join(g.path, ev, "enable")):
                     continue
                 full = f"{g.name}:{ev}"

@@ -6,7 +6,9 @@ columns or one JSON object per row.
 A tool module defines ``NAME``, ``DESCRIPTION``, ``EXAMPLES``,
 ``options(parser)``, ``columns(args)`` and ``setup(session, args, rows)``
 (which adds its probes, whose handlers call ``rows.emit(...)``), then
-``register, run, main = tool(__name__)``.
+``register, run, main = tool(__name__)``. A tool that aggregates instead
+(funccount, funclatency, stackcount) defines ``execute(args)`` in place of
+``columns`` and ``setup``.
 
 >>> r = Rows([("PID", -6), ("COMM", -16), ("FD", 4), ("PATH", 0)], as_json=False, out=None)
 >>> r.header_line()
@@ -169,6 +171,8 @@ def tool(module_name: str) -> tuple[Callable[[Any], None], Callable[[argparse.Na
     m = sys.modules[module_name]
 
     def run(args: argparse.Namespace) -> int:
+        if hasattr(m, "execute"):           # a counting tool runs its own loop
+            return int(m.execute(args))
         return _run(m, args)
 
     def register(sub: Any) -> None:
