@@ -33,7 +33,7 @@ from kprobes import KprobesError, NotSupported, Session
 
 from ..cli.running import Target, Watch, add_run_options
 
-__all__ = ["Rows", "Pending", "tool", "comm_filter", "uid_of", "ppid_of"]
+__all__ = ["Rows", "Pending", "tool", "entry_points", "comm_filter", "uid_of", "ppid_of"]
 
 #: (HEADER, width): negative = left-aligned, 0 = the last, unpadded column
 Column = tuple[str, int]
@@ -174,19 +174,28 @@ def tool(module_name: str) -> tuple[Callable[[Any], None], Callable[[argparse.Na
         if hasattr(m, "execute"):           # a counting tool runs its own loop
             return int(m.execute(args))
         return _run(m, args)
+    register, main = entry_points(m, _parser, run)
+    return register, run, main
 
+
+def entry_points(m: ModuleType,
+                 parser: Callable[[argparse.ArgumentParser, ModuleType], argparse.ArgumentParser],
+                 run: Callable[[argparse.Namespace], int],
+                 ) -> tuple[Callable[[Any], None], Callable[..., int]]:
+    """``register(sub)`` and ``main(argv)`` of tool module ``m``: its ``NAME``,
+    ``DESCRIPTION`` and ``EXAMPLES``, options from ``parser(p, m)``, run by ``run``."""
     def register(sub: Any) -> None:
         from ..cli.main import SUBCOMMANDS
         p = sub.add_parser(m.NAME, help=SUBCOMMANDS.get(m.NAME, m.DESCRIPTION),
                            description=m.DESCRIPTION,
                            epilog=m.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        _parser(p, m).set_defaults(func=run)
+        parser(p, m).set_defaults(func=run)
 
     def main(argv: list[str] | None = None) -> int:
         from ..cli.main import run_command
-        p = _parser(argparse.ArgumentParser(
+        p = parser(argparse.ArgumentParser(
             prog=m.NAME, description=m.DESCRIPTION, epilog=m.EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter), m)
         p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return run_command(run, p.parse_args(argv))
-    return register, run, main
+    return register, main

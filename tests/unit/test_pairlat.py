@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from kprobes.agg.model import Bucket
+from kprobes.agg.render import log2_hist_text
 from kprobes.decode.format import parse_format
 from kprobes.runtime.aggregate import _kernel_keys
 from kprobes.runtime.pairlat import _kexpr, _synth_type
-from kprobes.tools.aggtool import log2_text
 
 FORMATS = Path(__file__).parent.parent / "data" / "formats"
 
@@ -39,9 +39,13 @@ def test_pid_and_comm_share_one_kernel_key():
 
 
 def test_bcc_log2_histogram_text_fills_empty_buckets():
-    text = log2_text([Bucket(9, 17, 3), Bucket(33, 65, 1)], "usecs", width=6)
+    text = log2_hist_text([Bucket(9, 17, 3), Bucket(33, 65, 1)], "usecs", width=6)
     assert text.splitlines() == [
         "     usecs               : count     distribution",
+        "         0 -> 1          : 0        |      |",
+        "         2 -> 2          : 0        |      |",
+        "         3 -> 4          : 0        |      |",
+        "         5 -> 8          : 0        |      |",
         "         9 -> 16         : 3        |******|",
         "        17 -> 32         : 0        |      |",
         "        33 -> 64         : 1        |**    |",
