@@ -7,8 +7,8 @@ each method imports the engine when first called.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from ..agg.model import Aggregation
@@ -62,3 +62,21 @@ class AggregateMixin:
         log2 histogram per key (comm, pid, tid, cpu), in ``unit`` (ns, us, ms)."""
         from .aggregate import new_latency
         return new_latency(self, func, by, unit=unit, backend=backend, size=size, cap=cap)
+
+    def latency_between(self, starts: Probe | str | Iterable[Probe | str], end: Probe | str, *,
+                        start_key: Sequence[str] = ("tid",), end_key: Sequence[str] = ("tid",),
+                        by: Iterable[str] = (), unit: str = "us", backend: str = "auto",
+                        size: int = 2048, cap: int = 10240) -> Aggregation:
+        """Time from a start event (or any of several) to an end event with the same key
+        (``start_key`` fields of the start, ``end_key`` fields of the end; ``tid``/``pid``
+        where the event has no such field: the task), as a log2 histogram per ``by``
+        key of the end event, in ``unit`` (ns, us, ms).
+
+        >>> s.latency_between("t:block:block_rq_issue", "t:block:block_rq_complete",
+        ...                   start_key=("dev", "sector"), end_key=("dev", "sector"),
+        ...                   by=("dev",))                       # doctest: +SKIP
+        """
+        from .pairlat import latency_between
+        return cast("Aggregation", latency_between(
+            self, starts, end, start_key=start_key, end_key=end_key, by=by, unit=unit,
+            backend=backend, size=size, cap=cap))

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ..agg.model import Aggregation, Row
+from ..agg.model import Row
 from ..agg.user import ColumnAggregator, round_us
 from ..decode.format import EventFormat, parse_format
 from ..errors import KprobesError, NotSupported
@@ -40,7 +40,7 @@ from .aggregate import BASIC_KEYS, UNITS, KernelAgg, _Agg, _choose, _columns, _f
 if TYPE_CHECKING:
     from .reader import Batch
 
-__all__ = ["latency_between", "PairLatencyMixin"]
+__all__ = ["latency_between"]
 
 Session = Any
 
@@ -290,24 +290,3 @@ def latency_between(s: Session, starts: Probe | str | Iterable[Probe | str], end
         agg = UserPairLatency(s, start_list, endp, start_key, end_key, by, unit, cap, reason)
     s.aggregations.append(agg)
     return agg
-
-
-class PairLatencyMixin:
-    """:meth:`latency_between` of :class:`~kprobes.runtime.session.Session`."""
-
-    def latency_between(self, starts: Probe | str | Iterable[Probe | str], end: Probe | str, *,
-                        start_key: Sequence[str] = ("tid",), end_key: Sequence[str] = ("tid",),
-                        by: Iterable[str] = (), unit: str = "us", backend: str = "auto",
-                        size: int = 2048, cap: int = 10240) -> Aggregation:
-        """Time from a start event (or any of several) to an end event with the same key
-        (``start_key`` fields of the start, ``end_key`` fields of the end; ``tid``/``pid``
-        where the event has no such field: the task), as a log2 histogram per ``by``
-        key of the end event, in ``unit`` (ns, us, ms).
-
-        >>> s.latency_between("t:block:block_rq_issue", "t:block:block_rq_complete",
-        ...                   start_key=("dev", "sector"), end_key=("dev", "sector"),
-        ...                   by=("dev",))                       # doctest: +SKIP
-        """
-        return cast(Aggregation, latency_between(
-            self, starts, end, start_key=start_key, end_key=end_key, by=by, unit=unit,
-            backend=backend, size=size, cap=cap))

@@ -33,7 +33,6 @@ from . import owner, watch
 from .aggregating import AggregateMixin
 from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .kinds import ProbeKindsMixin, handler_binding
-from .pairlat import PairLatencyMixin
 from .preflight import Preflight
 from .reader import COMM_ARG, Cycle, Reader, handle_of
 from .signals import (
@@ -80,7 +79,7 @@ class Stats:
         return stats_to_pandas(self)
 
 
-class Session(ProbeKindsMixin, AggregateMixin, PairLatencyMixin):
+class Session(ProbeKindsMixin, AggregateMixin):
     """A tracing session owning one event group and one private tracefs instance.
 
     Parameters: ``tracefs`` root (found and mounted when None), ``buffer_kb``
