@@ -77,12 +77,11 @@ def _bt_map(out: str) -> dict[str, int]:
 
 
 def test_funccount_vfs_pattern_exact_and_as_bpftrace(aggtarget):
-    """N opens of an existing file on the guest's tmpfs (the target binary itself: a file
-    of the overlaid root, e.g. /etc/hostname, is opened through overlayfs, whose
-    backing_file_open calls vfs_open a second time on 6.6+): vfs_open exactly N times,
-    kernel backend, and every
+    """N opens of an existing file on procfs (/proc/version: the guest's root and /tmp
+    are overlays, opened through overlayfs, whose backing_file_open calls vfs_open a
+    second time on 6.6+): vfs_open exactly N times, kernel backend, and every
     vfs_* row equal to bpftrace's kprobe:vfs_* count() on the same target."""
-    run = _Run([aggtarget, "open", str(N), aggtarget], ["funccount", "--json", "vfs_*"],
+    run = _Run([aggtarget, "open", str(N), "/proc/version"], ["funccount", "--json", "vfs_*"],
                "kprobe:vfs_* /pid == PID/ { @[func] = count(); }")
     out, bt = run.go()
     lines = [json.loads(ln) for ln in out.splitlines()]
@@ -95,7 +94,7 @@ def test_funccount_vfs_pattern_exact_and_as_bpftrace(aggtarget):
 
 
 def test_funccount_text_and_intervals(aggtarget):
-    run = _Run([aggtarget, "open", str(N), aggtarget],
+    run = _Run([aggtarget, "open", str(N), "/proc/version"],
                ["funccount", "-T", "-i", "0.5", "vfs_open"], None)
     out, _ = run.go()
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("vfs_open ")]
@@ -134,7 +133,7 @@ def test_funclatency_sleeps_kernel_backend_and_bpftrace(aggtarget):
 
 
 def test_stackcount_kernel_stacks_exact(aggtarget):
-    run = _Run([aggtarget, "open", str(N), aggtarget],
+    run = _Run([aggtarget, "open", str(N), "/proc/version"],
                ["stackcount", "-K", "--json", "vfs_open"], None)
     out, _ = run.go()
     st = json.loads(out.splitlines()[-1])
