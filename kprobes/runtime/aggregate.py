@@ -453,6 +453,21 @@ def _entry_return(spec: Probe | str) -> tuple[Probe, Probe]:
                                        "return probe or tracepoint)")
 
 
+def choose_latency_backend(s: Session, backend: str, unit: str) -> tuple[str, str]:
+    """Backend of a latency (entry to return, or between two events) and why: the
+    kernel's needs synthetic events, a ns/us unit and a clock it can subtract."""
+    why = "the kernel's timestamps come in ns or us" if unit == "ms" else None
+    if why is None and s.clock and s.clock not in ("mono", "global", "local"):
+        why = f"trace clock {s.clock}"
+    be, reason = _choose(s, backend, why)
+    if be == "kernel" and not triggers.has_synthetic(s.tracefs):
+        if backend == "kernel":
+            raise NotSupported("this kernel has no synthetic events", feature="synthetic events",
+                               hint="use --backend user (or auto)")
+        be, reason = "user", "this kernel has no synthetic events"
+    return be, reason
+
+
 def _choose(s: Session, backend: str, why_not_kernel: str | None) -> tuple[str, str]:
     if backend not in BACKENDS:
         raise KprobesError(f"unknown backend {backend!r}", hint="auto, kernel or user")
@@ -542,15 +557,7 @@ def new_latency(s: Session, func: Probe | str, by: Iterable[str] = ("comm",), *,
         raise KprobesError(f"unknown key {bad[0]!r} for a latency",
                            hint="keys: " + ", ".join(BASIC_KEYS))
     entry, ret = _entry_return(func)
-    why = "the kernel's timestamps come in ns or us" if unit == "ms" else None
-    if why is None and s.clock and s.clock not in ("mono", "global", "local"):
-        why = f"trace clock {s.clock}"
-    be, reason = _choose(s, backend, why)
-    if be == "kernel" and not triggers.has_synthetic(s.tracefs):
-        if backend == "kernel":
-            raise NotSupported("this kernel has no synthetic events", feature="synthetic "
-                               "events", hint="use --backend user (or auto)")
-        be, reason = "user", "this kernel has no synthetic events"
+    be, reason = choose_latency_backend(s, backend, unit)
     if be == "kernel":
         agg: _Agg = KernelLatency(s, entry, ret, by, unit, size, reason)
     else:

@@ -31,11 +31,19 @@ from typing import TYPE_CHECKING, Any
 from ..agg.model import Row
 from ..agg.user import ColumnAggregator, round_us
 from ..decode.format import EventFormat, parse_format
-from ..errors import KprobesError, NotSupported
+from ..errors import KprobesError
 from ..kernel import triggers
 from ..probes.model import Probe
 from ..probes.spec import parse_spec
-from .aggregate import BASIC_KEYS, UNITS, KernelAgg, _Agg, _choose, _columns, _field_kind
+from .aggregate import (
+    BASIC_KEYS,
+    UNITS,
+    KernelAgg,
+    _Agg,
+    _columns,
+    _field_kind,
+    choose_latency_backend,
+)
 
 if TYPE_CHECKING:
     from .reader import Batch
@@ -274,15 +282,7 @@ def latency_between(s: Session, starts: Probe | str | Iterable[Probe | str], end
     _check(efmt, end_key, "key")
     _check(efmt, by, "key")
     fields = [k for k in by if k not in BASIC_KEYS]
-    why = "the kernel's timestamps come in ns or us" if unit == "ms" else None
-    if why is None and s.clock and s.clock not in ("mono", "global", "local"):
-        why = f"trace clock {s.clock}"
-    be, reason = _choose(s, backend, why)
-    if be == "kernel" and not triggers.has_synthetic(s.tracefs):
-        if backend == "kernel":
-            raise NotSupported("this kernel has no synthetic events", feature="synthetic events",
-                               hint="use --backend user (or auto)")
-        be, reason = "user", "this kernel has no synthetic events"
+    be, reason = choose_latency_backend(s, backend, unit)
     if be == "kernel":
         agg: _Agg = KernelPairLatency(s, start_list, endp, start_key, end_key, by, fields, unit,
                                       size, reason)
