@@ -100,10 +100,12 @@ for k in $kernels; do
         echo "=== VM $k: pytest tests/kernel (attempt $attempt)"
         start=$(date +%s)
         rm -f "$results/junit-$k.xml"
-        # the checkout is read-only in the guest: no cache, no bytecode, results
-        # come back through the --rwdir folder; a test stuck for 5 minutes gets its
-        # stack dumped (faulthandler) so a VM timeout names the culprit
-        "$py" -m kprobes.cli.main vm --kernel "$k" --cpus 2 --memory 4G --cwd "$repo" \
+        # --local: the tests run from a copy of the checkout, this Python and its
+        # packages on the guest's tmpfs (the host's root is uncached 9p there: each
+        # Python process would start ~3x slower); results come back through the
+        # --rwdir folder; a test stuck for 5 minutes gets its stack dumped
+        # (faulthandler) so a VM timeout names the culprit
+        "$py" -m kprobes.cli.main vm --local --kernel "$k" --cpus 2 --memory 4G --cwd "$repo" \
             --rwdir "$results" --timeout "$vm_timeout" "${env_args[@]}" -- \
             "$py" -m pytest tests/kernel -p no:cacheprovider --continue-on-collection-errors -rs \
             -o faulthandler_timeout=300 --junitxml="$results/junit-$k.xml" "${vm_pytest_args[@]}"

@@ -166,74 +166,7 @@ def _start(argv: list[str], env: dict | None = None) -> float:
     raise RuntimeError(f"no start_ns from {argv[:4]}: {r.stderr[-1500:]}")
 
 
-#: the body of the ``kprobes`` console script pip writes (after its ``#!`` line)
-CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
-import re
-import sys
-from kprobes.cli.main import main
-if __name__ == '__main__':
-    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    sys.exit(main())
-"""
-
-#: what a local Python install needs for ``kprobes trace``; left out of the copy
-_SKIP = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-         "pydoc_data", "distutils", "unittest", "config-3.11-x86_64-linux-gnu", "__phello__"}
-
-
-def pack_local(dest: str) -> str:
-    """A tar of this interpreter's install (standard library with its compiled files,
-    minus tests and tools) and of this checkout's ``kprobes`` package, to be unpacked
-    on the guest's own tmpfs: a user's Python lives on a local disk with a page
-    cache, not on the uncached 9p share the guest sees the host through."""
-    import sysconfig
-    import tarfile
-    stdlib = sysconfig.get_paths()["stdlib"]
-    libdir = os.path.dirname(stdlib)
-    out = os.path.join(dest, "local.tar")
-
-    def keep(t: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        name = os.path.basename(t.name)
-        if name in _SKIP or ".opt-" in name or name.endswith((".a", ".exe")):
-            return None
-        return t
-    with tarfile.open(out, "w") as tar:
-        tar.add(os.path.realpath(sys.executable), "py/bin/python3", filter=keep)
-        for f in os.listdir(libdir):
-            if f.startswith("libpython"):
-                tar.add(os.path.join(libdir, f), f"py/lib/{f}")
-        tar.add(stdlib, f"py/lib/{os.path.basename(stdlib)}", filter=keep)
-        tar.add(os.path.join(ROOT, "kprobes"), "site/kprobes", filter=keep)
-    return out
-
-
-def unpack_local(tar_path: str) -> tuple[list[str], dict[str, str]]:
-    """Unpack :func:`pack_local`'s tar into a tmpfs folder as a virtualenv with kprobes
-    installed; return the ``kprobes`` command and its environment."""
-    import subprocess
-    import tempfile
-    top = tempfile.mkdtemp(prefix="kplocal", dir="/dev/shm")
-    subprocess.run(["tar", "-xf", tar_path, "-C", top], check=True)   # C: quicker under TCG
-    py = os.path.join(top, "py", "bin", "python3")
-    ver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    venv = os.path.join(top, "venv")
-    site = os.path.join(venv, "lib", ver, "site-packages")
-    os.makedirs(os.path.join(venv, "bin"))
-    os.makedirs(os.path.dirname(site))
-    os.rename(os.path.join(top, "site"), site)
-    with open(os.path.join(venv, "pyvenv.cfg"), "w") as f:
-        f.write(f"home = {os.path.dirname(py)}\ninclude-system-site-packages = false\n")
-    os.symlink(py, os.path.join(venv, "bin", "python3"))
-    script = os.path.join(venv, "bin", "kprobes")
-    with open(script, "w") as f:          # the console script pip writes, pointed here
-        f.write(f"#!{venv}/bin/python3\n{CONSOLE_SCRIPT}")
-    os.chmod(script, 0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["LD_LIBRARY_PATH"] = os.path.join(top, "py", "lib")   # libpython next to it
-    return [script], env
-
-
-def in_vm(sym: str, n: int, local: str | None = None) -> None:
+def in_vm(sym: str, n: int) -> None:
     import shutil
     import statistics
     import subprocess
@@ -246,12 +179,10 @@ def in_vm(sym: str, n: int, local: str | None = None) -> None:
     plain = (f"echo 'p:kpstart/e {sym}' >> {tr}/kprobe_events && "
              f"echo 1 > {tr}/events/kpstart/e/enable && {cmd}; "
              f"echo 0 > {tr}/events/kpstart/e/enable; echo '-:kpstart/e' >> {tr}/kprobe_events")
+    from kprobes.vm.local import GUEST_TOP
     kp, kenv = KPROBES, dict(os.environ, PYTHONPATH=ROOT)  # the script imports this checkout
-    where = "the host's root over 9p (uncached)"
-    if local:
-        t0 = time.monotonic()
-        kp, kenv = unpack_local(local)
-        where = f"a copy on the guest's tmpfs (unpacked in {time.monotonic() - t0:.1f} s)"
+    where = ("a copy on the guest's tmpfs (kprobes vm --local)" if ROOT.startswith(GUEST_TOP)
+             else "the host's root over 9p (uncached)")
     variants = {
         "kprobes": [*kp, "trace", f"p:{sym}", "-q", "-c", cmd],
         "bpftrace": ["bpftrace", "-e", f"kprobe:{sym} {{ @ = count(); }}", "-c", cmd],
@@ -288,25 +219,16 @@ def main() -> int:
     ap.add_argument("--9p", dest="nine_p", action="store_true",
                     help="--vm: run kprobes and its Python from the host's root as the guest "
                          "sees it (uncached 9p), not from a copy on the guest's tmpfs")
-    ap.add_argument("--local", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-trace", metavar="SYM", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.vm:
-        import shutil
-        import tempfile
         _compile()     # the guest sees this checkout read-only: compile here
-        cmd = [*KPROBES, "vm", "--kernel", "6.1", "--memory", "2G", "--timeout", "1800", "--",
+        cmd = [*KPROBES, "vm", "--kernel", "6.1", "--memory", "2G", "--timeout", "1800",
+               *([] if a.nine_p else ["--local"]), "--",
                PY, os.path.abspath(__file__), "--in-vm", "--sym", a.sym, "-n", str(a.n)]
-        # the guest sees the host's root, but a tmpfs on /tmp: the tar goes next to this file
-        tmp = tempfile.mkdtemp(prefix=".startup-", dir=HERE)
-        try:
-            if not a.nine_p:
-                cmd += ["--local", pack_local(tmp)]
-            return subprocess.run(cmd, cwd=ROOT).returncode
-        finally:
-            shutil.rmtree(tmp)
+        return subprocess.run(cmd, cwd=ROOT).returncode
     if a.in_vm:
-        in_vm(a.sym, a.n, a.local)
+        in_vm(a.sym, a.n)
         return 0
     host(a.sym, a.n)
     return 0

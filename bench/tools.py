@@ -200,6 +200,9 @@ def main() -> int:
     ap.add_argument("--no-cost", action="store_true", help="start-up only")
     ap.add_argument("--calls", type=int, default=200_000, help="traced calls for the cost")
     ap.add_argument("--scratch", metavar="DIR", help="writable folder (the VM's --rwdir)")
+    ap.add_argument("--9p", dest="nine_p", action="store_true",
+                    help="run kprobes and its Python from the host's root as the guest sees "
+                         "it (uncached 9p), not from a copy on the guest's tmpfs (vm --local)")
     ap.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.in_vm:
@@ -210,7 +213,7 @@ def main() -> int:
         header_tree(scratch)     # here: thousands of symlinks are slow to make in the guest
     subprocess.run([PY, "-m", "compileall", "-q", os.path.join(ROOT, "kprobes")], check=True)
     cmd = [*KPROBES, "vm", "--kernel", "6.1", "--cpus", "2", "--memory", "4G", "--timeout",
-           "3600", "--rwdir", scratch, "--env", f"PYTHONPATH={ROOT}", "--cwd", ROOT, "--",
+           "3600", *([] if a.nine_p else ["--local"]), "--rwdir", scratch, "--env", f"PYTHONPATH={ROOT}", "--cwd", ROOT, "--",
            PY, os.path.abspath(__file__), "--in-vm", "--scratch", scratch,
            "--calls", str(a.calls)] + (["--only", a.only] if a.only else []) + \
         (["--no-bcc"] if a.no_bcc else []) + (["--no-cost"] if a.no_cost else [])

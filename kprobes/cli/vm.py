@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
+import tempfile
 
 from ..errors import KprobesError
 
@@ -57,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="environment variable in the guest (repeatable)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill the VM after this long")
+    p.add_argument("--local", action="store_true",
+                   help="run from a copy of this Python, its packages and the --cwd folder "
+                        "on the guest's tmpfs (the host's root is uncached 9p: Python "
+                        "starts several times faster from the copy)")
     p.add_argument("--refresh", action="store_true",
                    help="ask apt for a newer kernel package even when one is cached")
     p.add_argument("--fetch-only", action="store_true",
@@ -83,11 +89,22 @@ def run(args: argparse.Namespace) -> int:
     # the VM runs in its own process group: turn SIGTERM/SIGHUP into an exception
     # so that run_in_vm stops qemu before we go (a killed CI job leaves no VM)
     old = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    cwd = args.cwd or os.getcwd()
+    tmp = None
     try:
-        return run_in_vm(kernel, command, cwd=args.cwd or os.getcwd(), rwdirs=args.rwdir,
+        if args.local:
+            from ..vm import local
+            # the guest's /tmp is an overlay on the host's: it sees the tar there
+            # (its /var/tmp and /var/cache are its own tmpfs)
+            tmp = tempfile.mkdtemp(prefix="kprobes-vm-local-", dir="/tmp")
+            local.pack(os.path.join(tmp, "local.tar"), os.path.abspath(cwd))
+            command = local.guest_argv(os.path.join(tmp, "local.tar"), command)
+        return run_in_vm(kernel, command, cwd=cwd, rwdirs=args.rwdir,
                          env=dict(args.env), memory=args.memory, cpus=args.cpus,
                          timeout=args.timeout)
     finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
