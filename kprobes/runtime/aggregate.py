@@ -32,7 +32,7 @@ from ..agg.model import Aggregation, Bucket, Row, merge_rows
 from ..agg.user import DEFAULT_CAP, ColumnAggregator, Pairer, round_us
 from ..decode.format import EventFormat, parse_format
 from ..errors import KprobesError, NotSupported, SpecError
-from ..kernel import triggers
+from ..kernel import dynevents, triggers
 from ..probes.model import KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from ..probes.spec import parse_spec
 
@@ -270,7 +270,8 @@ class KernelAgg(_Agg):
     def __init__(self, s: Session, kind: str, probe: Probe, by: tuple[str, ...],
                  value: str | None, buckets: str | Linear | None, size: int, reason: str,
                  event: tuple[str, str] | None = None, name: str | None = None,
-                 unit: str | None = None, handle_name: str | None = None) -> None:
+                 unit: str | None = None, handle_name: str | None = None,
+                 hits_of: str = "") -> None:
         self.handle: ProbeHandle | None = None
         if event is None:
             self.handle = s.add(probe, None, name=handle_name)
@@ -286,6 +287,10 @@ class KernelAgg(_Agg):
         self.line = ""
         self.keys: list[_KeySpec] = []
         self.filter = probe.filter if event is None else None
+        self.hits_of = hits_of          # "kprobe"/"uprobe": counted by the probe's hit counter
+        if hits_of:
+            self.backend_reason = f"the probe's own hit counter ({hits_of}_profile)"
+        self._hits_base = 0
 
     def _where(self) -> tuple[str, str]:
         if self.event is not None:
@@ -293,9 +298,29 @@ class KernelAgg(_Agg):
         assert self.handle is not None
         return self.handle.group, self.handle.event
 
+    def _arm_hits(self, g: str, e: str) -> None:
+        """The event soft-enabled by a trigger that never fires (``disable_event`` of
+        itself with a count of 0): the probe is armed and counts its hits, and each
+        hit returns before a record is built (a hist trigger builds one per hit)."""
+        s = self.session
+        inst = s._inst                   # noqa: SLF001
+        assert inst is not None
+        self.line = f"disable_event:{g}:{e}:0"
+        triggers.add_trigger(inst, g, e, self.line, hint="the probe's hit counter needs "
+                             "event triggers")
+        s._undo.append((f"remove trigger {g}/{e}",                   # noqa: SLF001
+                        lambda: self._disarm(self.line)))
+
+    def _hits(self) -> int:
+        assert self.handle is not None
+        return self.session.tracefs.profile(self.hits_of).get(self.handle.event, (0, 0))[0]
+
     def arm(self) -> None:
         s = self.session
         g, e = self._where()
+        if self.hits_of:
+            self._arm_hits(g, e)
+            return
         fmt = parse_format(s.tracefs.event_format(g, e), g)
         has_comm = any(f.name == "__comm" for f in fmt.fields)
         self.keys = _kernel_keys(self.by, fmt, has_comm)
@@ -336,6 +361,9 @@ class KernelAgg(_Agg):
         inst = self.session._inst                   # noqa: SLF001
         if inst is None:
             return []
+        if self.hits_of:
+            n = self._hits() - self._hits_base
+            return [Row({}, n)] if n else []
         tables = parse_hist(triggers.read_hist(inst, g, e), self.printed_names())
         return self.table_rows(tables[0]) if tables else []     # ours is the only one
 
@@ -385,6 +413,10 @@ class KernelAgg(_Agg):
         g, e = self._where()
         inst = self.session._inst                    # noqa: SLF001
         if inst is None:
+            return
+        if self.hits_of:                             # the kernel's counter only grows
+            self._hits_base = self._hits()
+            self._prev = None
             return
         triggers.add_trigger(inst, g, e, self.line + ":clear" +
                              (f" if {self.filter}" if self.filter else ""))
@@ -468,12 +500,24 @@ def choose_latency_backend(s: Session, backend: str, unit: str) -> tuple[str, st
     return be, reason
 
 
-def _choose(s: Session, backend: str, why_not_kernel: str | None) -> tuple[str, str]:
+def _hit_counter(s: Session, kind: str, p: Probe, by: tuple[str, ...]) -> str:
+    """``kprobe``/``uprobe`` where a count is of every hit (no key, filter or task) of a
+    probe whose hits the kernel counts itself (``kprobe_profile``/``uprobe_profile``):
+    the kernel backend then reads that counter, with no hist trigger, else ``""``."""
+    ek = dynevents.KINDS.get(p.kind)
+    if kind != "count" or by or p.filter or s.pid is not None or ek is None or \
+            not s.tracefs.has(f"{ek.profile}_profile"):
+        return ""
+    return ek.profile
+
+
+def _choose(s: Session, backend: str, why_not_kernel: str | None,
+            needs_hist: bool = True) -> tuple[str, str]:
     if backend not in BACKENDS:
         raise KprobesError(f"unknown backend {backend!r}", hint="auto, kernel or user")
     if backend == "user":
         return "user", "asked for"
-    has = triggers.has_hist(s.tracefs)
+    has = triggers.has_hist(s.tracefs) or not needs_hist
     if backend == "kernel":
         if not has:
             raise NotSupported("this kernel has no hist triggers (no events/*/*/hist in "
@@ -532,9 +576,10 @@ def new_aggregation(s: Session, kind: str, probe: Probe | str, *, by: Iterable[s
         why = f"hist triggers keep sums, not a {kind}"
     elif len([k for k in by if k not in BASIC_KEYS]) > 1:
         why = "two argument keys may exceed the kernel's key size"
-    be, reason = _choose(s, backend, why)
+    hits_of = _hit_counter(s, kind, p, by)
+    be, reason = _choose(s, backend, why, needs_hist=not hits_of)
     if be == "kernel":
-        agg: _Agg = KernelAgg(s, kind, p, by, value, buckets, size, reason)
+        agg: _Agg = KernelAgg(s, kind, p, by, value, buckets, size, reason, hits_of=hits_of)
     else:
         agg = UserAgg(s, kind, p, by, value, buckets, cap, reason)
     s.aggregations.append(agg)

@@ -157,3 +157,31 @@ def test_library_errors_before_anything_exists(tracefs):
         with pytest.raises(KprobesError, match="power of 2"):
             s.count("t:syscalls:sys_enter_getppid", size=100)
         assert s.handles == [] and not os.path.exists(f"{tracefs.root}/instances/{s.name}")
+
+
+def test_plain_count_of_a_uprobe_is_its_hit_counter(tracefs, workload):
+    """A count of every hit (no key, filter or task) is the kernel's own hit counter of
+    the probe (uprobe_profile), with no hist trigger: the kernel backend on this host,
+    which has none. Read while running, cleared, and the total exact; nothing left."""
+    n = 3000
+    p = _spawn([workload, "calls", str(n)])
+    with Session() as s:
+        agg = s.count(f"u:{workload}:target_func")
+        s.start()
+        assert agg.backend == "kernel" and "uprobe_profile" in agg.backend_reason
+        assert agg.read() == []
+        _go(p)
+        assert p.wait() == 0
+        s.run(duration=0)
+        assert [(r.key, r.count) for r in agg.read()] == [({}, n)]
+        agg.clear()
+        assert agg.read() == []
+        q = _spawn([workload, "calls", "7"])
+        _go(q)
+        assert q.wait() == 0
+        s.run(duration=0)
+        assert [r.count for r in agg.interval()] == [7]
+    assert [r.count for r in agg.read()] == [7]
+    assert s.name not in "".join(os.listdir(os.path.join(tracefs.root, "instances")))
+    with open(os.path.join(tracefs.root, "uprobe_events")) as f:
+        assert s.name not in f.read()

@@ -243,3 +243,25 @@ def test_kernel_backend_runs_past_the_tamper_check(tfs):
         assert cnt.backend == "kernel" and lat.backend == "kernel"
         assert stats.lost == 0
     assert not _ours(tfs, owner.PREFIX + str(os.getpid()) + "_")
+
+
+def test_plain_count_is_the_kprobe_hit_counter(tfs, workload):
+    """A count of every hit of a kprobe (no key, filter or task) reads the probe's own
+    hit counter (kprobe_profile), with no record built per hit; a pid-keyed hist count
+    of the same function in the same session sees the same calls, the workload's
+    exactly."""
+    n = 2000
+    p = _spawn([workload, "getppid", str(n)])
+    with Session() as s:
+        hits = s.count("p:__x64_sys_getppid")
+        by_pid = s.count("p:__x64_sys_getppid", by=("pid",))
+        s.start()
+        assert hits.backend == "kernel" and "kprobe_profile" in hits.backend_reason
+        assert "hist" in by_pid.backend_reason
+        _go(p)
+        assert p.wait() == 0
+        s.run(duration=0)
+        rows = by_pid.read()
+        assert [r.count for r in rows if r.key["pid"] == p.pid] == [n], rows
+        assert [r.count for r in hits.read()] == [sum(r.count for r in rows)]
+    assert not _ours(tfs, s.name)
