@@ -144,26 +144,35 @@ def _loops(loops: str, n: int) -> int:
     return int(m[1])
 
 
-def cost(loops: str, n: int, env: dict[str, str], bcc: bool) -> dict[str, float]:
+def cost(loops: str, n: int, env: dict[str, str], bcc: bool, rounds: int = 3
+         ) -> dict[str, float]:
+    """ns per traced call over the untraced loop, median of ``rounds`` interleaved rounds
+    (the untraced loop: the fastest of 3 runs before each round)."""
+    import statistics
     fn = "__x64_sys_getppid"
     variants = {"kprobes": ([*KPROBES, "funccount", fn], "Tracing"),
                 "bpftrace": (["bpftrace", "-e", BEGIN + f"kprobe:{fn} {{ @[func] = count(); }}"],
                              "ready")}
     if bcc and shutil.which("funccount-bpfcc"):
         variants["bcc"] = (["funccount-bpfcc", fn], "Tracing")
-    base = min(_loops(loops, n) for _ in range(3))
-    out: dict[str, float] = {}
-    for who, (argv, mark) in variants.items():
-        _t, p = _armed(argv, mark, env)
-        loop_ns = _loops(loops, n)
-        text = _stop(p)
-        counts = [int(x) for x in re.findall(rf"{fn}\]?:?\s+(\d+)", text)]
-        if not counts or max(counts) < n:
-            print(f"  warning: {who} counted {counts} (expected >= {n}): {text[-500:]}",
-                  file=sys.stderr)
-        out[who] = (loop_ns - base) / n
-        print(f"  cost {who}: {out[who]:.0f} ns/call", file=sys.stderr, flush=True)
-    out["untraced"] = base / n
+    got: dict[str, list[float]] = {who: [] for who in variants}
+    bases = []
+    for r in range(rounds):
+        base = min(_loops(loops, n) for _ in range(3))
+        bases.append(base / n)
+        for who, (argv, mark) in variants.items():
+            _t, p = _armed(argv, mark, env)
+            loop_ns = _loops(loops, n)
+            text = _stop(p)
+            counts = [int(x) for x in re.findall(rf"{fn}\]?:?\s+(\d+)", text)]
+            if not counts or max(counts) < n:
+                print(f"  warning: {who} counted {counts} (expected >= {n}; exit status "
+                      f"{p.returncode}): {text[-500:]!r}", file=sys.stderr)
+            got[who].append((loop_ns - base) / n)
+            print(f"  cost {who} round {r + 1}: {got[who][-1]:.0f} ns/call", file=sys.stderr,
+                  flush=True)
+    out = {who: statistics.median(v) for who, v in got.items()}
+    out["untraced"] = statistics.median(bases)
     return out
 
 
@@ -174,7 +183,7 @@ def in_vm(a: argparse.Namespace) -> None:
     subprocess.run(["gcc", "-O2", "-o", loops, os.path.join(HERE, "loops.c")], check=True)
     tools = a.only.split(",") if a.only else list(TOOLS)
     c = cost(loops, a.calls, env, not a.no_bcc) if not a.no_cost else {}
-    res = startup(tools, env, not a.no_bcc)
+    res = startup(tools, env, not a.no_bcc) if not a.no_startup else {}
     print(f"\n### Tools' start-up in the {os.uname().release} guest (TCG), one run each\n")
     print("| tool | kprobes | bpftrace | bcc | kprobes / bpftrace | kprobes / bcc |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -185,7 +194,7 @@ def in_vm(a: argparse.Namespace) -> None:
         print(f"| {tool} | " + " | ".join(cells + ratios) + " |")
     if c:
         print(f"\n### funccount: cost per traced getppid() ({a.calls:,} calls), ns over "
-              f"the untraced {c['untraced']:.0f} ns\n")
+              f"the untraced {c['untraced']:.0f} ns, median of 3 interleaved rounds\n")
         print("| tool | ns per call | kprobes / tool |\n| --- | ---: | ---: |")
         for who in ("kprobes", "bpftrace", "bcc"):
             if who in c:
@@ -198,6 +207,7 @@ def main() -> int:
     ap.add_argument("--only", metavar="TOOL,...", help=f"of {','.join(TOOLS)}")
     ap.add_argument("--no-bcc", action="store_true", help="leave bcc out (it is slow to start)")
     ap.add_argument("--no-cost", action="store_true", help="start-up only")
+    ap.add_argument("--no-startup", action="store_true", help="cost only")
     ap.add_argument("--calls", type=int, default=200_000, help="traced calls for the cost")
     ap.add_argument("--scratch", metavar="DIR", help="writable folder (the VM's --rwdir)")
     ap.add_argument("--9p", dest="nine_p", action="store_true",
@@ -216,7 +226,8 @@ def main() -> int:
            "3600", *([] if a.nine_p else ["--local"]), "--rwdir", scratch, "--env", f"PYTHONPATH={ROOT}", "--cwd", ROOT, "--",
            PY, os.path.abspath(__file__), "--in-vm", "--scratch", scratch,
            "--calls", str(a.calls)] + (["--only", a.only] if a.only else []) + \
-        (["--no-bcc"] if a.no_bcc else []) + (["--no-cost"] if a.no_cost else [])
+        (["--no-bcc"] if a.no_bcc else []) + (["--no-cost"] if a.no_cost else []) + \
+        (["--no-startup"] if a.no_startup else [])
     return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT)).returncode
 
 
