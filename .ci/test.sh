@@ -23,6 +23,9 @@ read -r -a vm_pytest_args <<< "${KPROBES_CI_PYTEST_ARGS:-}"
 results=${KPROBES_CI_RESULTS:-$(mktemp -d /tmp/kprobes-ci.XXXXXX)}
 mkdir -p "$results"
 rm -f "$results"/junit-*.xml
+# the test programs built by the host's run, by source and flags, for the guests to
+# copy instead of compiling (tests/targets/build.py; the guests see $results)
+export KPROBES_TEST_BUILD_CACHE="$results/targets"
 problems=()
 
 if [ ! -x "$py" ]; then
@@ -82,7 +85,7 @@ if [ ${#host_dirs[@]} -gt 0 ]; then
 fi
 
 for k in $kernels; do
-    env_args=(--env "KPROBES_IN_VM=$k")
+    env_args=(--env "KPROBES_IN_VM=$k" --env "KPROBES_TEST_BUILD_CACHE=$KPROBES_TEST_BUILD_CACHE")
     # the guest sees neither the kernel cache nor its full /lib/modules: hand the
     # guest tests the modules they load (tests/targets/modules.py): dummy for
     # test_faults_kernel.py, loop for the biolatency test's loop device
@@ -107,7 +110,8 @@ for k in $kernels; do
         # (faulthandler) so a VM timeout names the culprit
         "$py" -m kprobes.cli.main vm --local --kernel "$k" --cpus 2 --memory 4G --cwd "$repo" \
             --rwdir "$results" --timeout "$vm_timeout" "${env_args[@]}" -- \
-            "$py" -m pytest tests/kernel -p no:cacheprovider --continue-on-collection-errors -rs \
+            "$py" -m pytest tests/kernel -p no:cacheprovider -p no:hypothesispytest \
+            --continue-on-collection-errors -rs \
             -o faulthandler_timeout=300 --junitxml="$results/junit-$k.xml" "${vm_pytest_args[@]}"
         rc=$?
         echo "=== VM $k: exit status $rc after $(( $(date +%s) - start )) s"

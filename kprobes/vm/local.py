@@ -113,7 +113,8 @@ def pack(tar_path: str, tree: str, top: str = GUEST_TOP) -> None:
         text(tar, "py/bin/python3", exe, 0o755)
         for f in os.listdir(libdir):
             if f.startswith("libpython"):
-                tar.add(os.path.join(libdir, f), f"py/lib/{f}")
+                tar.add(_without_debug_info(os.path.join(libdir, f), tar_path),
+                        f"py/lib/{f}")
         tar.add(stdlib, f"py/lib/{ver}", filter=stdlib_filter)
         text(tar, "venv/pyvenv.cfg", f"home = {top}/py/bin\ninclude-system-site-packages = false\n")
         link(tar, "venv/bin/python3", f"{top}/py/bin/python3")
@@ -125,6 +126,21 @@ def pack(tar_path: str, tree: str, top: str = GUEST_TOP) -> None:
         # last on sys.path: what was left out is still found, from the host
         text(tar, f"{site}/zzz-kprobes-host-site.pth", f"{purelib}\n")
         tar.add(tree, "work", filter=_tree_filter)
+
+
+def _without_debug_info(path: str, near: str) -> str:
+    """A copy of the shared library ``path`` without its debug sections (binutils'
+    ``strip --strip-debug``: pyenv's ``libpython`` is 22 MB with them, a fifth of
+    the tar the guest reads over 9p), next to ``near``; ``path`` itself where
+    ``strip`` is missing or fails, or for what is not a regular file."""
+    import shutil
+    import subprocess
+    strip = shutil.which("strip")
+    if strip is None or os.path.islink(path) or not os.path.isfile(path):
+        return path
+    out = os.path.join(os.path.dirname(os.path.abspath(near)), os.path.basename(path))
+    r = subprocess.run([strip, "--strip-debug", "-o", out, path], capture_output=True)
+    return out if r.returncode == 0 else path
 
 
 def _relative_run_path(exe: bytes) -> bytes:
@@ -154,13 +170,22 @@ def _relative_run_path(exe: bytes) -> bytes:
 
 def guest_argv(tar_path: str, argv: Sequence[str], top: str = GUEST_TOP) -> list[str]:
     """``argv`` wrapped to unpack ``tar_path`` into ``top`` and run there; an
-    ``argv[0]`` that is this interpreter becomes the copy's."""
+    ``argv[0]`` that is this interpreter becomes the copy's. The wrapper is a
+    script written next to the tar (the command itself travels on the guest's
+    kernel command line, which is short)."""
     argv = list(argv)
     if argv and same_python(argv[0]):
         argv[0] = f"{top}/venv/bin/python"     # the name tests see as the task's comm
     q = shlex.quote
-    script = (f"set -e; mkdir -p {q(top)}; tar -xf {q(tar_path)} -C {q(top)}; "
-              f"cd {q(top)}/work; export PATH={q(top)}/venv/bin:$PATH "
-              f"PYTHONPATH={q(top)}/work "
-              f"VIRTUAL_ENV={q(top)}/venv; exec \"$@\"")
-    return ["sh", "-c", script, "sh", *argv]
+    script = os.path.join(os.path.dirname(os.path.abspath(tar_path)), "run.sh")
+    with open(script, "w") as f:
+        f.write(f"""set -e
+t0=$(date +%s%N)
+mkdir -p {q(top)}
+tar -xf {q(tar_path)} -C {q(top)}
+echo "kprobes vm --local: copy unpacked in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
+cd {q(top)}/work
+export PATH={q(top)}/venv/bin:$PATH PYTHONPATH={q(top)}/work VIRTUAL_ENV={q(top)}/venv
+exec "$@"
+""")
+    return ["sh", script, *argv]
