@@ -223,7 +223,8 @@ def main() -> int:
         header_tree(scratch)     # here: thousands of symlinks are slow to make in the guest
     subprocess.run([PY, "-m", "compileall", "-q", os.path.join(ROOT, "kprobes")], check=True)
     cmd = [*KPROBES, "vm", "--kernel", "6.1", "--cpus", "2", "--memory", "4G", "--timeout",
-           "3600", *([] if a.nine_p else ["--local"]), "--rwdir", scratch, "--env", f"PYTHONPATH={ROOT}", "--cwd", ROOT, "--",
+           "3600", *([] if a.nine_p else ["--local"]), "--rwdir", scratch,
+           "--env", f"PYTHONPATH={ROOT}", "--cwd", ROOT, "--",
            PY, os.path.abspath(__file__), "--in-vm", "--scratch", scratch,
            "--calls", str(a.calls)] + (["--only", a.only] if a.only else []) + \
         (["--no-bcc"] if a.no_bcc else []) + (["--no-cost"] if a.no_cost else []) + \

@@ -301,6 +301,10 @@ class Session(ProbeKindsMixin, AggregateMixin):
 
     def set_pids(self, pids: Iterable[int]) -> None:
         """Trace only these tasks (all their threads) and what they fork."""
+        if any(getattr(a, "hits_of", "") for a in self.aggregations):
+            raise KprobesError("a plain count of this session reads its probe's hit counter, "
+                               "which counts every task",
+                               hint="give the task when the session is made: Session(pid=PID)")
         inst = self._inst
         assert inst is not None
         tids: list[int] = []

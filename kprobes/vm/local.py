@@ -38,13 +38,14 @@ _SKIP_STDLIB = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "en
                 "lib2to3", "pydoc_data", "__phello__"}
 #: installed packages left out of the copy: big, and imported by no guest test
 #: (they stay reachable through the host's site-packages, after the copy)
-_SKIP_SITE = ("playwright", "pyarrow", "pandas", "numpy", "numpy.libs", "duckdb", "_duckdb",
-              "adbc_driver_duckdb", "mypy", "mypyc", "pip", "setuptools", "virtme",
-              "virtme_ng", "ruff", "greenlet", "tzdata", "pygments", "ast_serialize", "librt",
-              "__editable__", "distutils-precedence.pth", "_distutils_hack", "pkg_resources")
+_SKIP_SITE = ("playwright", "pyarrow", "pandas", "numpy", "duckdb", "_duckdb",
+              "adbc_driver_duckdb", "mypy", "pip", "setuptools", "virtme", "ruff", "greenlet",
+              "tzdata", "pygments", "ast_serialize", "librt", "__editable__",
+              "distutils-precedence.pth", "_distutils_hack", "pkg_resources")
 
-#: folders of the tree not compiled
-_NOT_COMPILED = re.compile(r"/(\.git|\.venv|\.[a-z_]+_cache)/")
+#: what of the tree is neither copied nor compiled
+_NOT_TREE = (".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache")
+_NOT_COMPILED = re.compile("/(" + "|".join(map(re.escape, _NOT_TREE)) + ")/")
 
 _CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
 import sys
@@ -57,14 +58,12 @@ if __name__ == '__main__':
 def _skipped_site(name: str) -> bool:
     if name.endswith(".dist-info"):
         return False            # small, and pytest finds its plugins through them
-    base = name.split(".cpython-")[0]
-    return base in _SKIP_SITE or name.startswith(_SKIP_SITE) or "__mypyc" in name
+    return name.startswith(_SKIP_SITE) or "__mypyc" in name
 
 
 def _tree_filter(t: tarfile.TarInfo) -> tarfile.TarInfo | None:
     name = os.path.basename(t.name)
-    if name in (".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache") or \
-            ".opt-" in name:
+    if name in _NOT_TREE or ".opt-" in name:
         return None
     return t
 
@@ -105,8 +104,7 @@ def pack(tar_path: str, tree: str, top: str = GUEST_TOP) -> None:
     # compiled files for the tree (the guest cannot write them; it would compile every
     # module in every process): quick here, and kept valid by the tar's mtimes
     import compileall
-    compileall.compile_dir(tree, quiet=2, workers=0 if os.cpu_count() else 1,
-                           rx=_NOT_COMPILED)
+    compileall.compile_dir(tree, quiet=2, workers=0, rx=_NOT_COMPILED)
     with tarfile.open(tar_path, "w") as tar:
         with open(os.path.realpath(sys.executable), "rb") as binary:
             exe = _relative_run_path(binary.read())

@@ -170,6 +170,8 @@ def test_plain_count_of_a_uprobe_is_its_hit_counter(tracefs, workload):
         s.start()
         assert agg.backend == "kernel" and "uprobe_profile" in agg.backend_reason
         assert agg.read() == []
+        with pytest.raises(KprobesError, match="hit counter"):   # it would count every task
+            s.set_pids([p.pid])
         _go(p)
         assert p.wait() == 0
         s.run(duration=0)
