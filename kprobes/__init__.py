@@ -9,7 +9,11 @@
 ...     s.run(duration=5)
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 # Names are imported on first use (PEP 562): ``import kprobes.cli.main`` and
 # ``kprobes info`` must not pay for the session, reader and decoder modules.

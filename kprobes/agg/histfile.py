@@ -40,9 +40,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import DecodeError
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["HistTable", "parse_hist", "split_keys", "key_value", "frame_name", "Log2Key",
            "RangeKey"]

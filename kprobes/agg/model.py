@@ -13,7 +13,10 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Bucket", "Row", "Aggregation", "KINDS", "sort_rows", "merge_rows", "difference"]
 

@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .buckets import MAX, MIN
 from .model import Bucket, Row
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["text_rows", "key_text", "bucket_label", "value_text", "log2_hist_text"]
 

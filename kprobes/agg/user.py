@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from .buckets import Linear, log2_buckets, log2_index
 from .model import Row
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ColumnAggregator", "Pairer", "DEFAULT_CAP", "round_us"]
 

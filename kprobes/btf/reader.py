@@ -23,7 +23,6 @@ import os
 import struct
 import sys
 from bisect import bisect_left
-from typing import TYPE_CHECKING
 
 from kprobes.btf import index as _index
 from kprobes.btf.types import (
@@ -38,6 +37,8 @@ from kprobes.btf.types import (
     linkage_name,
 )
 from kprobes.errors import BTFError
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 
 if TYPE_CHECKING:
     import array

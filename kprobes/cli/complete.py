@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from ..kernel.tracefs import DEFAULT_ROOTS
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["complete_spec", "kernel_symbols", "tracepoints", "elf_symbols", "paths",
            "spec_completer", "symbol_completer", "autocomplete", "LIMIT"]

@@ -10,9 +10,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import KprobesError
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["add_serve_argument", "check_serve", "start_exporter", "open_parquet",
            "close_parquet"]

@@ -17,10 +17,13 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import IO, Any
 
 from ..errors import KprobesError
 from ..output.render import escape_text
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = ["Child", "Target", "Watch", "add_run_options", "pidfd", "readable", "FILL_WARN"]
 

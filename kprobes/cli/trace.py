@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from ..errors import KprobesError, SpecError
 from ..output.render import summary_json, summary_text
@@ -21,6 +20,10 @@ from .export import (
 )
 from .running import Target, Watch, add_run_options
 from .trace_out import Sink, hex_args, json_batch, json_event, text_batch, text_event
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["register", "run"]
 

@@ -18,11 +18,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import IO, Any
 
 from ..decode.flags import CONTEXTS
 from ..errors import KprobesError
 from ..output.render import json_line, json_safe, text_line
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = ["Sink", "json_batch", "text_batch", "text_event", "json_event", "hex_args",
            "CONTEXT", "CHUNK"]

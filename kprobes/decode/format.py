@@ -85,9 +85,12 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
 
 from kprobes.errors import DecodeError
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "Field",
@@ -441,7 +444,7 @@ def _str(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-Converter = Callable[[Any, int, int, Any], Any]
+Converter = Callable[["Any", int, int, "Any"], "Any"]
 
 
 class RecordDecoder:

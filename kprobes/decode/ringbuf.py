@@ -52,10 +52,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import rshift
-from typing import Literal, overload
 
 from kprobes.decode.format import Field, parse_field_line
 from kprobes.errors import DecodeError
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Literal, overload
+else:
+    def overload(f):    # the last (real) definition replaces the overloads at run time
+        return f
 
 __all__ = [
     "PageHeader",
@@ -343,9 +349,10 @@ class Records(Sequence[tuple[int, int, int]]):
     @overload
     def __getitem__(self, i: int) -> tuple[int, int, int]: ...
     @overload
-    def __getitem__(self, i: slice) -> list[tuple[int, int, int]]: ...
+    def __getitem__(self, i: slice) -> list[tuple[int, int, int]]: ...  # noqa: F811
 
-    def __getitem__(self, i: int | slice) -> tuple[int, int, int] | list[tuple[int, int, int]]:
+    def __getitem__(  # noqa: F811
+            self, i: int | slice) -> tuple[int, int, int] | list[tuple[int, int, int]]:
         return self._get()[i]
 
     def __repr__(self) -> str:

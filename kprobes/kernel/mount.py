@@ -8,7 +8,10 @@ FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent-dir'
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["mount", "umount", "is_mounted"]
 

@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from ..decode.format import FAULT, Field, RecordDecoder, _loc_elem_type, _type_size
 from .optional import require
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     import pyarrow as pa
 
 

@@ -16,9 +16,11 @@ Pure: no kernel access. pandas is an optional dependency
 
 from __future__ import annotations
 
-from typing import Any
-
 from .optional import require
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["pandas", "stats_to_pandas", "rows_to_records", "aggregation_to_pandas",
            "key_label"]

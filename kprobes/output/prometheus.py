@@ -51,10 +51,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from .frames import key_label
 from .optional import require
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Exporter", "build_families", "health_families", "parse_listen", "le_buckets",
            "prometheus_client"]

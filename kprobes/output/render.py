@@ -19,7 +19,10 @@ invalid byte as the escape ``\\udcNN``, so ``json.loads(line)["comm"].encode(
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["text_line", "json_line", "format_value", "summary_text", "summary_json", "json_args",
            "escape_text", "json_safe"]

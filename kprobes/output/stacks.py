@@ -15,7 +15,10 @@ first (like bpftrace's ``kstack``/``ustack`` printing); JSON: ``"kstack"`` /
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["stack_text", "with_stacks"]
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..errors import BTFError, SpecError
 from .model import FetchArg, KProbe, KRetProbe, Probe
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["is_btf_expr", "arg_name", "BtfResolution", "resolve_btf_args", "Pointer",
            "handler_fetches"]

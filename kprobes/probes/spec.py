@@ -21,7 +21,6 @@ One spec is one shell argument: a probe point followed by fetch arguments::
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from ..errors import SpecError
 from ..kernel.tracefs import check_line
@@ -36,6 +35,10 @@ from .model import (
     UProbe,
     URetProbe,
 )
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["parse_spec", "parse_args", "parse_arg", "SPEC_HELP"]
 

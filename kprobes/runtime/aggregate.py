@@ -24,24 +24,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 from ..agg.buckets import Linear, log2_range
-from ..agg.histfile import HistTable, Log2Key, RangeKey, key_value, parse_hist
 from ..agg.model import Aggregation, Bucket, Row, merge_rows
-from ..agg.user import DEFAULT_CAP, ColumnAggregator, Pairer, round_us
 from ..decode.format import EventFormat, parse_format
 from ..errors import KprobesError, NotSupported, SpecError
 from ..kernel import dynevents, triggers
 from ..probes.model import KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
 from ..probes.spec import parse_spec
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ..agg.histfile import HistTable
     from .handle import ProbeHandle
     from .reader import Batch
 
-#: the runtime Session (its module imports this one: no import back)
-Session = Any
+    Session = Any   # the runtime Session (its module imports this one: no import back)
+
 __all__ = ["BASIC_KEYS", "BACKENDS", "UNITS", "new_aggregation", "new_latency"]
 
 BASIC_KEYS = ("comm", "pid", "tid", "cpu")
@@ -141,6 +142,7 @@ class UserAgg(_Agg):
         h = s.add(probe, None)
         super().__init__(s, kind, h.name, by, value, None, "user", reason)
         self.handle = h
+        from ..agg.user import ColumnAggregator  # the user backend only (start-up)
         self.agg = ColumnAggregator(by, value, buckets, cap)
         h.batch = self._on_batch
         self.value_field = value
@@ -179,6 +181,7 @@ class UserLatency(_Agg):
         hr = s.add(ret, None, name=f"{he.name}_return")
         super().__init__(s, "latency", he.name, by, None, unit, "user", reason)
         self.entry, self.ret = he, hr
+        from ..agg.user import ColumnAggregator, Pairer, round_us
         self.agg = ColumnAggregator(by, "latency", "log2", cap)
         conv: Callable[[int], int] | None = None
         if unit == "us":
@@ -364,6 +367,7 @@ class KernelAgg(_Agg):
         if self.hits_of:
             n = self._hits() - self._hits_base
             return [Row({}, n)] if n else []
+        from ..agg.histfile import parse_hist  # the hist file's reader (start-up)
         tables = parse_hist(triggers.read_hist(inst, g, e), self.printed_names())
         return self.table_rows(tables[0]) if tables else []     # ours is the only one
 
@@ -378,6 +382,7 @@ class KernelAgg(_Agg):
 
     def table_rows(self, t: HistTable) -> list[Row]:
         """Our rows from our trigger's table."""
+        from ..agg.histfile import Log2Key, RangeKey, key_value
         self.dropped = t.dropped
         tasks = self.session._reader.tasks if self.session._reader else None  # noqa: SLF001
         rows = []
@@ -544,7 +549,9 @@ def new_aggregation(s: Session, kind: str, probe: Probe | str, *, by: Iterable[s
     if s._started:                               # noqa: SLF001
         raise KprobesError("aggregations must be added before the session starts")
     size = DEFAULT_SIZE if size is None else size
-    cap = DEFAULT_CAP if cap is None else cap
+    if cap is None:
+        from ..agg.user import DEFAULT_CAP
+        cap = DEFAULT_CAP
     by = tuple(by)
     p = _probe(probe, filter)
     if kind != "count":
@@ -595,7 +602,9 @@ def new_latency(s: Session, func: Probe | str, by: Iterable[str] = ("comm",), *,
     if unit not in UNITS:
         raise KprobesError(f"unknown unit {unit!r}", hint="ns, us or ms")
     size = DEFAULT_SIZE if size is None else size
-    cap = DEFAULT_CAP if cap is None else cap
+    if cap is None:
+        from ..agg.user import DEFAULT_CAP
+        cap = DEFAULT_CAP
     by = tuple(by)
     bad = [k for k in by if k not in BASIC_KEYS]
     if bad:

@@ -8,9 +8,12 @@ each method imports the engine when first called.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..agg.model import Aggregation
     from ..probes.model import Probe
 
@@ -77,6 +80,7 @@ class AggregateMixin:
         ...                   by=("dev",))                       # doctest: +SKIP
         """
         from .pairlat import latency_between
-        return cast("Aggregation", latency_between(
+        agg: Aggregation = latency_between(
             self, starts, end, start_key=start_key, end_key=end_key, by=by, unit=unit,
-            backend=backend, size=size, cap=cap))
+            backend=backend, size=size, cap=cap)
+        return agg

@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..decode.flags import CONTEXTS, in_irq, in_nmi, in_softirq, irqs_off
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Event", "TaskCache"]
 

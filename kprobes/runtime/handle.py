@@ -15,19 +15,22 @@ names, its location). Nothing outside the session writes to a handle.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..probes.model import Probe
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
     from ..decode.format import RecordDecoder
     from .event import Event
 
 __all__ = ["ProbeHandle", "ProbeStats", "Resolved", "Stream", "Handler"]
 
-Handler = Callable[..., Any]
+Handler = Callable[..., "Any"]
 
 
 @dataclass(slots=True)
@@ -96,10 +99,14 @@ class Resolved:
     location: str | None = None
 
 
-class Stream(NamedTuple):
-    """What the reader needs to turn one event type's records into a handle's events."""
+if TYPE_CHECKING:
+    class Stream(NamedTuple):
+        """What the reader needs to turn one event type's records into a handle's events."""
 
-    handle: ProbeHandle
-    decoder: RecordDecoder
-    has_comm: bool                 # ``$comm`` fetched in the kernel: comm is in the record
-    hidden: tuple[str, ...]        # fields the user does not see (``__probe_ip``...)
+        handle: ProbeHandle
+        decoder: RecordDecoder
+        has_comm: bool             # ``$comm`` fetched in the kernel: comm is in the record
+        hidden: tuple[str, ...]    # fields the user does not see (``__probe_ip``...)
+else:   # the same tuple without importing typing (start-up)
+    Stream = namedtuple("Stream", "handle decoder has_comm hidden")
+    Stream.__doc__ = "What the reader needs to turn one event type's records into a handle's events."

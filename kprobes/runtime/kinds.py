@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from ..errors import KprobesError, SpecError
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
@@ -18,7 +17,10 @@ from ..probes.spec import parse_spec
 from .event import Event
 from .handle import Handler, ProbeHandle
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from .reader import Batch
 
 __all__ = ["ProbeKindsMixin"]

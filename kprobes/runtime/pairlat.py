@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from ..agg.model import Row
 from ..agg.user import ColumnAggregator, round_us
@@ -45,12 +44,16 @@ from .aggregate import (
     choose_latency_backend,
 )
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
+    Session = Any   # the runtime Session (its module imports this one: no import back)
+
     from .reader import Batch
 
 __all__ = ["latency_between"]
 
-Session = Any
 
 
 def _probe(p: Probe | str) -> Probe:

@@ -10,12 +10,15 @@ the binary and the symbol's file offset.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..errors import NotSupported, SymbolError
 from ..kernel.tracefs import Tracefs
 from ..probes.model import KProbe, KRetProbe, Probe, UProbe
 from .handle import ProbeHandle, Resolved
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Preflight", "resolve_location"]
 

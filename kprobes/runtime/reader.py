@@ -27,11 +27,11 @@ from __future__ import annotations
 import os
 import select
 import struct
+import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from operator import attrgetter, itemgetter
-from typing import Any
 
 from ..decode.columns import segment_columns
 from ..decode.format import RecordDecoder, parse_format
@@ -41,6 +41,10 @@ from ..kernel import faults
 from ..kernel.tracefs import Instance, Tracefs
 from .event import Event, TaskCache
 from .handle import ProbeHandle, Stream
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Reader", "Cycle", "Batch", "LazyEvent", "handle_of"]
 
@@ -469,10 +473,13 @@ class Reader:
         self._fd_cpu: list[tuple[int, int]] = []
         self.closed = False
         self.tasks = TaskCache(tfs.root)
-        self.pages = PageDecoder.from_header_page(tfs.read("events/header_page"))
+        # no handle to read (every event is read by triggers or its hit counter):
+        # nothing of the ring buffer is opened or read
+        self.pages = PageDecoder.from_header_page(tfs.read("events/header_page")) \
+            if handles else PageDecoder()
         self.page_size = self.pages.page_size
         sub = os.path.join(inst.path, "buffer_subbuf_size_kb")
-        if os.path.exists(sub):
+        if handles and os.path.exists(sub):
             try:
                 with open(sub) as f:
                     self.page_size = int(f.read().strip()) * 1024
@@ -512,6 +519,8 @@ class Reader:
         return [t for ts in self.by_type.values() for t in ts]
 
     def open(self) -> None:
+        if not self.by_type:
+            return
         for cpu in range(self.ncpus):
             path = self.inst.pipe_path(cpu)
             if not os.path.exists(path):
@@ -550,7 +559,10 @@ class Reader:
     def wait(self, timeout: float) -> bool:
         """Sleep until a CPU buffer has data (per the instance's buffer_percent),
         a :meth:`wake_on` fd is readable, or timeout."""
-        if not self.fds:
+        if self.closed:
+            return False
+        if not self.fds and not self._wake:     # nothing to read and nothing to wait for
+            time.sleep(max(0.0, timeout))
             return False
         try:
             ready = self._poll.poll(max(0, int(timeout * 1000)))
@@ -608,6 +620,8 @@ class Reader:
 
     def lost(self) -> tuple[int, int]:
         """(events dropped or overwritten per the instance's per-CPU stats, lossy pages)."""
+        if not self.by_type:
+            return 0, 0
         total = 0
         for cpu in range(self.ncpus):
             try:

@@ -21,7 +21,6 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
 
 from ..errors import HandlerError, KprobesError, NotSupported, SymbolError
 from ..kernel import dynevents
@@ -44,7 +43,10 @@ from .signals import (
     unblock_signals,
 )
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from .stackcount import StackCounts
 # .stacks and .stackcount (with the symbolizers: ELF, lzma, threads) are imported
 # only by sessions that record stacks: a probe's start-up does not load them
@@ -233,7 +235,9 @@ class Session(ProbeKindsMixin, AggregateMixin):
             for h in sorted(self.handles, key=lambda h: not h.hidden):
                 if id(h) not in self._no_enable:
                     self._enable(h)
-            self._reader = Reader(inst, tfs, self.handles, tasks_needed=True)
+            # events read by triggers only (kernel-backend aggregations, hit counters)
+            # never reach the ring buffer: the reader decodes the others only
+            self._reader = Reader(inst, tfs, self._streams(), tasks_needed=True)
             self._reader.stacks = split
             self._undo.append(("close ring buffers", self._reader.close))
             self._reader.open()
@@ -278,6 +282,16 @@ class Session(ProbeKindsMixin, AggregateMixin):
                 inst.write("trace_clock", self.clock)
             except KprobesError:
                 pass
+        if self._streams():     # the ring buffer's settings, if anything is read from it
+            self._ring_buffer_options(inst)
+        if self.pid is not None:
+            self.set_pids([self.pid])
+        elif not self.trace_self and os.path.exists(os.path.join(inst.path,
+                                                                 "set_event_notrace_pid")):
+            # our own reads of /proc and tracefs would otherwise feed back as events
+            inst.write("set_event_notrace_pid", str(os.getpid()))
+
+    def _ring_buffer_options(self, inst: Instance) -> None:
         # Drop new events when full (counted in per_cpu stats as "dropped events")
         # rather than overwriting unread ones.
         try:
@@ -292,12 +306,10 @@ class Session(ProbeKindsMixin, AggregateMixin):
             inst.write("buffer_size_kb", str(self.buffer_kb))
         if os.path.exists(os.path.join(inst.path, "buffer_percent")):
             inst.write("buffer_percent", str(self.wakeup_percent))
-        if self.pid is not None:
-            self.set_pids([self.pid])
-        elif not self.trace_self and os.path.exists(os.path.join(inst.path,
-                                                                 "set_event_notrace_pid")):
-            # our own reads of /proc and tracefs would otherwise feed back as events
-            inst.write("set_event_notrace_pid", str(os.getpid()))
+
+    def _streams(self) -> list[ProbeHandle]:
+        """The handles whose events are recorded and read (not by triggers only)."""
+        return [h for h in self.handles if id(h) not in self._no_enable]
 
     def set_pids(self, pids: Iterable[int]) -> None:
         """Trace only these tasks (all their threads) and what they fork."""

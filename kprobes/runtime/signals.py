@@ -4,7 +4,10 @@ SIGTERM outside a run unwinds (and so cleans up), and signals wait while undoing
 from __future__ import annotations
 
 import signal
-from typing import Any
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["install_sigterm", "restore_sigterm", "install_stop_handlers", "restore_handlers",
            "block_signals", "unblock_signals"]

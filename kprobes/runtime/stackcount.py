@@ -28,13 +28,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 from ..agg.histfile import HistTable, frame_name
 from ..agg.model import Aggregation, Row, merge_rows
 from ..probes.model import KProbe, Probe
 from .aggregate import DEFAULT_SIZE, KernelAgg, _choose, _probe
 from .stacks import parse_kind, raw_stacks
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["StackCounts", "KernelStackCounts", "UserStackCounts", "root_first", "folded",
            "stack_text", "add_stacks", "PER_PROCESS"]

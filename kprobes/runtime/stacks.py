@@ -27,12 +27,14 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from ..symbolize import Frame, UserSymbolizer, kernel_symbolizer
 from .reader import LazyEvent
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..kernel.tracefs import Tracefs
     from ..probes.model import Probe
     from .event import TaskCache

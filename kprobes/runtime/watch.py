@@ -14,9 +14,10 @@ enabled).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ..errors import KprobesError
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
 
 if TYPE_CHECKING:
     from ..kernel.tracefs import Instance

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from ..agg.render import log2_hist_text
 from ..cli.running import add_run_options
 from ..errors import KprobesError
 from .common import entry_points
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["agg_tool", "hist_show", "tgid_of"]
 

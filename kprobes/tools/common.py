@@ -27,11 +27,14 @@ import re
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import IO, Any
 
 from kprobes import KprobesError, NotSupported, Session
 
 from ..cli.running import Target, Watch, add_run_options
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = ["Rows", "Pending", "tool", "entry_points", "comm_filter", "uid_of", "ppid_of"]
 

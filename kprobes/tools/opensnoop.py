@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from kprobes import FAULT, Event, KprobesError, Session, parse_spec
 
 from .common import Column, Rows, tool, uid_of
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["NAME", "parse_flags", "register", "run", "main"]
 

@@ -20,13 +20,16 @@ import platform
 import sys
 import time
 from functools import cache
-from typing import Any
 
 from ..agg.model import Aggregation, Row
 from ..cli.aggregate import run_aggregations
 from ..errors import KprobesError
 from ..runtime.session import Session
 from .aggtool import agg_tool
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["NAME", "syscall_name", "syscall_number", "register", "run", "main"]
 

@@ -21,11 +21,14 @@ import ipaddress
 import os
 import sys
 import time
-from typing import Any
 
 from kprobes import Event, Session, parse_spec
 
 from .common import Column, Rows, tool
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["NAME", "register", "run", "main"]
 
