@@ -11,9 +11,9 @@ are ~10x a real machine's) and measures, in one run:
              ``*-bpfcc`` tool. "Armed" is the first line each prints once its
              probes are attached (kprobes: ``Tracing...`` / the column header;
              bpftrace: a ``BEGIN`` printf, which runs after attaching; bcc:
-             ``Tracing...`` / the header, unbuffered). One run per tool (bcc takes
-             26-155 s to start under emulation), after one unmeasured warm-up of
-             kprobes and bpftrace.
+             ``Tracing...`` / the header, unbuffered). kprobes and bpftrace: the
+             median of 3 interleaved runs, after one unmeasured warm-up of each;
+             bcc: one run (it takes 15-155 s to start under emulation).
   cost       ns per traced call: ``loops sys N`` (``bench/loops.c``, getppid) alone,
              then under ``funccount __x64_sys_getppid`` of kprobes (kernel backend:
              a hist trigger), bpftrace (``@[func] = count()``) and bcc; the
@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,17 +124,27 @@ def bcc_env(scratch: str) -> dict[str, str]:
     return dict(os.environ, BCC_KERNEL_SOURCE=kdir, PYTHONUNBUFFERED="1", PYTHONPATH=ROOT)
 
 
-def startup(tools: list[str], env: dict[str, str], bcc: bool) -> dict[str, dict[str, float]]:
+def startup(tools: list[str], env: dict[str, str], bcc: bool, rounds: int = 3
+            ) -> dict[str, dict[str, float]]:
+    """Seconds to armed per tool and tracer: kprobes and bpftrace the median of
+    ``rounds`` interleaved runs after one unmeasured run each (the first run in a
+    boot warms the caches); bcc one run (it takes 15-45 s under emulation)."""
     res: dict[str, dict[str, float]] = {}
     for tool in tools:
-        res[tool] = {}
-        for who, (argv, mark) in _variants(tool, bcc).items():
-            if who != "bcc":      # unmeasured: the first run in a boot warms the caches
+        variants = _variants(tool, bcc)
+        for who, (argv, mark) in variants.items():
+            if who != "bcc":
                 _stop(_armed(argv, mark, env)[1])
-            t, p = _armed(argv, mark, env)
-            _stop(p)
-            res[tool][who] = t
-            print(f"  {tool} {who}: {t:.2f} s", file=sys.stderr, flush=True)
+        times: dict[str, list[float]] = {who: [] for who in variants}
+        for r in range(rounds):
+            for who, (argv, mark) in variants.items():
+                if who == "bcc" and r:
+                    continue
+                t, p = _armed(argv, mark, env)
+                _stop(p)
+                times[who].append(t)
+                print(f"  {tool} {who}: {t:.2f} s", file=sys.stderr, flush=True)
+        res[tool] = {who: statistics.median(ts) for who, ts in times.items()}
     return res
 
 
@@ -184,7 +195,8 @@ def in_vm(a: argparse.Namespace) -> None:
     tools = a.only.split(",") if a.only else list(TOOLS)
     c = cost(loops, a.calls, env, not a.no_bcc) if not a.no_cost else {}
     res = startup(tools, env, not a.no_bcc) if not a.no_startup else {}
-    print(f"\n### Tools' start-up in the {os.uname().release} guest (TCG), one run each\n")
+    print(f"\n### Tools' start-up in the {os.uname().release} guest (TCG): kprobes and bpftrace "
+          "the median of 3 interleaved runs, bcc one run\n")
     print("| tool | kprobes | bpftrace | bcc | kprobes / bpftrace | kprobes / bcc |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for tool, r in res.items():

@@ -94,7 +94,7 @@ def test_sessions_come_and_go_under_context_switch_load(workload):
     load = [subprocess.Popen([workload, "pingpong"], start_new_session=True)
             for _ in range(2)]
     try:
-        for i in range(6):
+        for i in range(4):
             n = 10 + i
             path = _missing_path()
             got = []

@@ -7,15 +7,16 @@
 - ``tcp N``: N loopback TCP sessions; session i sends 3000*(i+1) bytes, gets 5000 back
 """
 
-import mmap
 import os
-import socket
 import sys
-import tempfile
 import time
 
+# Started with python -S (no site) and importing only what its kind needs: under
+# emulation every module costs tens of milliseconds, and the tools' tests run this
+# script several times per test (tempfile alone imports random, hashlib and shutil).
+
 #: in a writable file system: on a read-only one (the guest's root) rmdir fails with EROFS
-MISSING = os.path.join(tempfile.gettempdir(), "nonexistent-kprobes-aggwork")
+MISSING = os.path.join(os.environ.get("TMPDIR") or "/tmp", "nonexistent-kprobes-aggwork")
 
 
 def rmdir(n: int) -> None:
@@ -32,6 +33,7 @@ def sleep(n: int) -> None:
 
 
 def dread(n: int, dev: str) -> None:
+    import mmap
     fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, 4096)
     for i in range(n):
@@ -40,6 +42,7 @@ def dread(n: int, dev: str) -> None:
 
 
 def tcp(n: int) -> None:
+    import socket
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
