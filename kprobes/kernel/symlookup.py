@@ -32,8 +32,16 @@ from __future__ import annotations
 import os
 import re
 import zlib
+from fnmatch import translate
 
-from .kallsyms import KernelSymbols, Sym, SymbolTable, read_kallsyms
+from .kallsyms import (
+    NOISE_PREFIXES,
+    PSEUDO_MODULES,
+    KernelSymbols,
+    Sym,
+    SymbolTable,
+    read_kallsyms,
+)
 
 __all__ = ["KallsymsLookup", "cached_kallsyms", "cache_dir"]
 
@@ -114,6 +122,35 @@ class KallsymsLookup(SymbolTable):
         hits.sort(key=lambda h: (h[0], h[1]))
         return [h[2] for h in hits]
 
+    def functions(self, glob: str, module: str | None = None) -> list[Sym]:
+        """Text symbols whose name matches ``glob`` (in a module matching the glob
+        ``module``, ``vmlinux`` for the core kernel; None: anywhere), in name order,
+        without padding/CFI stubs and BPF/trampoline pseudo-modules: what
+        :meth:`KernelSymbols.iter_functions` gives, found by one regular expression
+        over the bytes instead of a parse of every line (~10x faster).
+
+        >>> ks = KallsymsLookup.parse("ffffffff81000100 T vfs_read\\n"
+        ...                           "ffffffff81000180 t __pfx_vfs_x\\n"
+        ...                           "ffffffff81000200 D vfs_data\\n"
+        ...                           "ffffffffc0001000 t vfs_x\\t[ext4]\\n")
+        >>> [s.spec for s in ks.functions("vfs_*")], [s.spec for s in ks.functions("*", "ext*")]
+        (['vfs_read', 'ext4:vfs_x'], ['ext4:vfs_x'])
+        """
+        rx = re.compile(rb"\n([0-9a-fA-F]{1,16}) ([TtWw]) (" + _glob_rx(glob) +
+                        rb")(?:\t\[([^\]\s]+)\])?(?=\n)")
+        mod_rx = re.compile(translate(module)) if module else None
+        out = []
+        for addr, typ, raw, mod in rx.findall(b"\n" + self.data):
+            name = raw.decode("utf-8", "replace")
+            m = mod.decode("utf-8", "replace") if mod else None
+            if name.startswith(NOISE_PREFIXES) or (m is not None and m.startswith(PSEUDO_MODULES)):
+                continue
+            if mod_rx is not None and not mod_rx.match(m or "vmlinux"):
+                continue
+            out.append(Sym(int(addr, 16), typ.decode(), name, m))
+        out.sort(key=lambda s: (s.name, s.module or ""))
+        return out
+
     def _marker(self, name: str) -> int | None:
         key = b" " + name.encode() + b"\n"
         i = self.data.rfind(key) if name in _LATE_MARKERS else self.data.find(key)
@@ -171,6 +208,39 @@ class KallsymsLookup(SymbolTable):
 
 
 # -- the per-boot copy ---------------------------------------------------------
+def _glob_rx(glob: str) -> bytes:
+    """A shell glob (``*``, ``?``, ``[...]``, ``[!...]``) as a regular expression for one
+    kallsyms name (no white space).
+
+    >>> _glob_rx("vfs_[!o]*?.x")
+    b'vfs_[^o]\\\\S*\\\\S\\\\.x'
+    """
+    out, i, n = [], 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "*":
+            out.append(r"\S*")
+        elif c == "?":
+            out.append(r"\S")
+        elif c == "[":
+            j = i + (glob[i:i + 1] in ("!", "]")) if i < n else i
+            j = glob.find("]", j + (glob[j:j + 1] == "]"))
+            if j < 0:
+                out.append(r"\[")
+                continue
+            body = glob[i:j].replace("\\", r"\\")
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            elif body.startswith("^"):
+                body = "\\" + body
+            out.append(f"[{body}]")
+            i = j + 1
+        else:
+            out.append(re.escape(c))
+    return "".join(out).encode()
+
+
 def cache_dir() -> str | None:
     """Where the kallsyms copy lives (see the module docstring); None for no copy."""
     env = os.environ.get("KPROBES_CACHE_DIR")

@@ -14,7 +14,7 @@ import errno as _errno
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -291,13 +291,21 @@ class Tracefs:
         One C-speed search of the file's bytes (``NAME`` or ``NAME [MOD]`` lines),
         as perf-tools' ``grep`` does, not a set of all of it.
         """
+        test = self.filter_function_test()
+        return None if test is None else test(name)
+
+    def filter_function_test(self) -> Callable[[str], bool] | None:
+        """A test of names against ``available_filter_functions``, read once (bytes
+        searches, as :meth:`is_filter_function`), or None if unreadable."""
         data = self._raw("available_filter_functions")
         if data is None:
             return None
-        raw = name.encode()
-        if data.startswith((raw + b"\n", raw + b" ")):
-            return True
-        return b"\n" + raw + b"\n" in data or b"\n" + raw + b" [" in data
+        text = b"\n" + data
+
+        def test(name: str) -> bool:
+            raw = b"\n" + name.encode()
+            return raw + b"\n" in text or raw + b" [" in text
+        return test
 
     def ftrace_locations(self, name: str | None = None) -> dict[str, list[int]] | None:
         """``available_filter_functions_addrs``: name -> ftrace call-site addresses

@@ -23,6 +23,12 @@ from fnmatch import translate
 from ..errors import KprobesError, SpecError
 from ..probes.model import KProbe, Probe, Tracepoint, UProbe
 
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..kernel.kallsyms import Sym
+
 __all__ = ["Match", "PROBE_LIMIT", "expand_pattern", "split_pattern"]
 
 #: at most this many probes per pattern (bcc's ``BPF.get_probe_limit()``)
@@ -94,7 +100,7 @@ def expand_pattern(pattern: str, *, regex: bool = False, limit: int = PROBE_LIMI
         path, out = _user(where or "", rx, regex)
         what, listing = "function", f"kprobes list -b {path} '*'"
     else:       # counted first: no probe models made for thousands of names
-        by_name = _kernel(where, rx, regex, tracefs_root) if wild else _kernel_exact(where, glob)
+        by_name = _kernel(where, glob, rx, regex, tracefs_root) if wild else _kernel_exact(where, glob)
         what, listing = "kernel function", f"kprobes list 'p:{glob if wild else glob + '*'}'"
     labels = {m.label for m in out} if out is not None else set(by_name)
     n = len(out) if out is not None else sum(len(v) for v in by_name.values())
@@ -143,26 +149,34 @@ def _user(lib: str, rx: re.Pattern[str], regex: bool) -> tuple[str, list[Match]]
     return path, sorted(seen.values(), key=lambda m: m.label)
 
 
-def _kernel(module: str | None, rx: re.Pattern[str], regex: bool,
+def _kernel(module: str | None, glob: str, rx: re.Pattern[str], regex: bool,
             root: str | None) -> dict[str, list]:
     """Probeable kernel functions matching: name -> its kallsyms entries."""
     from ..kernel.blacklist import Blacklist
-    from ..kernel.kallsyms import KernelSymbols
     from ..kernel.tracefs import Tracefs
-    syms = KernelSymbols.load()
     try:
-        keep = Tracefs.open(root).filter_functions()
+        ftraceable = Tracefs.open(root).filter_function_test()
     except KprobesError:
-        keep = None
+        ftraceable = None
     black = Blacklist.try_load()
     by_name: dict[str, list] = {}
-    for s in syms.iter_functions(f"{module}:*" if module else None):
-        if not _match(rx, s.name, regex) or (keep is not None and s.name not in keep):
+    for s in _candidates(module, glob, regex):
+        if not _match(rx, s.name, regex) or (ftraceable is not None and not ftraceable(s.name)):
             continue
         if black is not None and black.contains(s.addr):
             continue
         by_name.setdefault(s.name, []).append(s)
     return by_name
+
+
+def _candidates(module: str | None, glob: str, regex: bool) -> Iterable[Sym]:
+    """Text symbols that may match: by the glob, found in kallsyms' bytes; a regular
+    expression is matched against every name of the parsed table."""
+    if regex:
+        from ..kernel.kallsyms import KernelSymbols
+        return KernelSymbols.load().iter_functions(f"{module}:*" if module else None)
+    from ..kernel.symlookup import KallsymsLookup
+    return KallsymsLookup.load().functions(glob, module)
 
 
 def _kernel_exact(module: str | None, name: str) -> dict[str, list]:
