@@ -25,7 +25,7 @@ from ..probes.model import KProbe, Probe, Tracepoint, UProbe
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from ..kernel.kallsyms import Sym
 
@@ -154,14 +154,21 @@ def _kernel(module: str | None, glob: str, rx: re.Pattern[str], regex: bool,
     """Probeable kernel functions matching: name -> its kallsyms entries."""
     from ..kernel.blacklist import Blacklist
     from ..kernel.tracefs import Tracefs
+    found = [s for s in _candidates(module, glob, regex) if _match(rx, s.name, regex)]
+    ftraceable: Callable[[str], bool] | None
     try:
-        ftraceable = Tracefs.open(root).filter_function_test()
+        tfs = Tracefs.open(root)
+        if len(found) > 256:    # many names: one set of the file's names, not a search each
+            keep = tfs.filter_functions()
+            ftraceable = None if keep is None else keep.__contains__
+        else:
+            ftraceable = tfs.filter_function_test()
     except KprobesError:
         ftraceable = None
     black = Blacklist.try_load()
     by_name: dict[str, list] = {}
-    for s in _candidates(module, glob, regex):
-        if not _match(rx, s.name, regex) or (ftraceable is not None and not ftraceable(s.name)):
+    for s in found:
+        if ftraceable is not None and not ftraceable(s.name):
             continue
         if black is not None and black.contains(s.addr):
             continue
