@@ -225,7 +225,10 @@ def main() -> int:
         _compile()     # the guest sees this checkout read-only: compile here
         cmd = [*KPROBES, "vm", "--kernel", "6.1", "--memory", "2G", "--timeout", "1800",
                *([] if a.nine_p else ["--local"]), "--",
-               PY, os.path.abspath(__file__), "--in-vm", "--sym", a.sym, "-n", str(a.n)]
+               # --local: the script from the copy (the guest starts in its work folder),
+               # so that ROOT, the kprobes runs' PYTHONPATH and cwd, is the copy, not 9p
+               PY, os.path.relpath(os.path.abspath(__file__), ROOT) if not a.nine_p
+               else os.path.abspath(__file__), "--in-vm", "--sym", a.sym, "-n", str(a.n)]
         return subprocess.run(cmd, cwd=ROOT).returncode
     if a.in_vm:
         in_vm(a.sym, a.n)

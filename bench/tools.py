@@ -237,7 +237,10 @@ def main() -> int:
     cmd = [*KPROBES, "vm", "--kernel", "6.1", "--cpus", "2", "--memory", "4G", "--timeout",
            "3600", *([] if a.nine_p else ["--local"]), "--rwdir", scratch,
            "--env", f"PYTHONPATH={ROOT}", "--cwd", ROOT, "--",
-           PY, os.path.abspath(__file__), "--in-vm", "--scratch", scratch,
+           # --local: the script from the copy (the guest starts in its work folder), so
+           # that ROOT, the tools' PYTHONPATH and cwd, is the copy and not the 9p root
+           PY, os.path.relpath(os.path.abspath(__file__), ROOT) if not a.nine_p
+           else os.path.abspath(__file__), "--in-vm", "--scratch", scratch,
            "--calls", str(a.calls)] + (["--only", a.only] if a.only else []) + \
         (["--no-bcc"] if a.no_bcc else []) + (["--no-cost"] if a.no_cost else []) + \
         (["--no-startup"] if a.no_startup else [])
