@@ -210,7 +210,8 @@ class KallsymsLookup(SymbolTable):
 # -- the per-boot copy ---------------------------------------------------------
 def _glob_rx(glob: str) -> bytes:
     """A shell glob (``*``, ``?``, ``[...]``, ``[!...]``) as a regular expression for one
-    kallsyms name (no white space).
+    kallsyms name (no white space). Not ``fnmatch.translate``: its ``.*`` would run
+    across the tab into the module column and across lines of the whole table.
 
     >>> _glob_rx("vfs_[!o]*?.x")
     b'vfs_[^o]\\\\S*\\\\S\\\\.x'

@@ -632,6 +632,8 @@ class Reader:
 
     def fill(self) -> dict[int, float]:
         """How full each CPU's ring buffer is (unread bytes / ``buffer_size_kb``), 0..1."""
+        if not self.by_type:        # nothing recorded: no stats to read
+            return {}
         size = self._buffer_bytes
         if size is None:
             try:
@@ -649,6 +651,8 @@ class Reader:
 
     def backlog(self) -> dict[int, int]:
         """Events waiting in each CPU's ring buffer (``entries`` of its stats)."""
+        if not self.by_type:
+            return {}
         out: dict[int, int] = {}
         for cpu in range(self.ncpus):
             try:

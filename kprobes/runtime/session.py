@@ -232,12 +232,12 @@ class Session(ProbeKindsMixin, AggregateMixin):
             # entered unseen
             for a in self.aggregations:
                 a.arm()
-            for h in sorted(self.handles, key=lambda h: not h.hidden):
-                if id(h) not in self._no_enable:
-                    self._enable(h)
+            streams = self._streams()
+            for h in sorted(streams, key=lambda h: not h.hidden):
+                self._enable(h)
             # events read by triggers only (kernel-backend aggregations, hit counters)
             # never reach the ring buffer: the reader decodes the others only
-            self._reader = Reader(inst, tfs, self._streams(), tasks_needed=True)
+            self._reader = Reader(inst, tfs, streams, tasks_needed=True)
             self._reader.stacks = split
             self._undo.append(("close ring buffers", self._reader.close))
             self._reader.open()
@@ -389,8 +389,7 @@ class Session(ProbeKindsMixin, AggregateMixin):
                 if time.monotonic() >= next_check and self._inst is not None:
                     # changed behind our back? (events read by triggers only are
                     # never enabled: nothing to compare for those)
-                    watch.check(self._inst, [h for h in self.handles
-                                             if id(h) not in self._no_enable])
+                    watch.check(self._inst, self._streams())
                     next_check = time.monotonic() + 1.0
                 timeout = 0.2
                 if deadline is not None:

@@ -169,6 +169,7 @@ def test_plain_count_of_a_uprobe_is_its_hit_counter(tracefs, workload):
         agg = s.count(f"u:{workload}:target_func")
         s.start()
         assert agg.backend == "kernel" and "uprobe_profile" in agg.backend_reason
+        assert s.reader is not None and s.reader.fds == []    # no ring buffer opened
         assert agg.read() == []
         with pytest.raises(KprobesError, match="hit counter"):   # it would count every task
             s.set_pids([p.pid])
