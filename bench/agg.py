@@ -1,4 +1,4 @@
-"""Counting in the kernel (hist triggers) and in this process, next to bpftrace ``count()``.
+"""Counting in the kernel (perf counters, hist triggers) and in this process, next to bpftrace ``count()``.
 
     .venv/bin/python bench/agg.py [--events N] [--repeat K] [--only V,...] [--vm]
 
@@ -9,9 +9,13 @@ own), every variant in the same run, interleaved:
   none          no tracing
   bt-count      bpftrace ``@ = count()`` on the same probe
   count-user    ``kprobes count SPEC --backend user --json -c CMD`` (batch columns)
-  count-kernel  ``kprobes count SPEC --backend kernel --json -c CMD`` (hist trigger)
+  count-kernel  ``kprobes count SPEC --backend kernel --json -c CMD`` (a plain count of
+                one command: perf counters on it)
+  count-hist    ``kprobes count SPEC --by cpu --backend kernel --json -c CMD`` (a hist
+                trigger keyed by CPU, in an instance with ``set_event_pid``: how a
+                keyed count, and before perf counters a plain one, is counted)
 
-On this host (no hist triggers) the probe is the tracepoint
+On this host (no hist triggers: no count-hist) the probe is the tracepoint
 ``syscalls:sys_enter_getppid``; ``--vm`` runs the kprobe ``p:__x64_sys_getppid``
 in the Debian 6.1 guest (TCG: ratios only). "delivered" is what the tool
 counted: it must equal N.
@@ -32,14 +36,17 @@ sys.path.insert(0, HERE)
 
 import throughput as tp  # noqa: E402
 
-ALL = ["none", "bt-count", "count-user", "count-kernel"]
+ALL = ["none", "bt-count", "count-user", "count-kernel", "count-hist"]
 
 
 def measure(variant: str, t: tp.Target, n: int, tmp: str) -> dict:
     if variant in ("none", "bt-count"):
         return tp.measure(variant, t, n, tmp)
     backend = variant.split("-", 1)[1]
-    r = tp._run([*tp.KPROBES, "count", t.spec, "--backend", backend, "--json",  # noqa: SLF001
+    by = []
+    if backend == "hist":
+        backend, by = "kernel", ["--by", "cpu"]
+    r = tp._run([*tp.KPROBES, "count", t.spec, *by, "--backend", backend, "--json",  # noqa: SLF001
                  "-c", " ".join(t.cmd(n))], tmp)
     lines = [json.loads(ln) for ln in open(r["stdout"]).read().splitlines()
              if ln.startswith("{")]
@@ -67,7 +74,7 @@ def main() -> int:
         return r.returncode
     variants = a.only.split(",") if a.only else list(ALL)
     if not a.in_vm:
-        variants = [v for v in variants if v != "count-kernel"]
+        variants = [v for v in variants if v != "count-hist"]
     if shutil.which("bpftrace") is None:
         variants = [v for v in variants if v != "bt-count"]
     with tempfile.TemporaryDirectory(prefix="kpagg") as tmp:

@@ -3,6 +3,7 @@
  *   loops sys N     N x syscall(SYS_getppid)  (tracepoint syscalls:sys_enter_getppid,
  *                                             kprobe __x64_sys_getppid)
  *   loops call N    N x bench_target(i)       (uprobe on bench_target)
+ *   loops open N P  N x open(P) of a path P that does not exist (opensnoop's cost)
  *   loops sys N R   the same, paced to at most R calls per second (busy-waiting)
  *
  * Prints one line: "start_ns=<CLOCK_MONOTONIC at main()> loop_ns=<loop wall time>
@@ -12,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -43,9 +45,20 @@ int main(int argc, char **argv)
 	double rate = argc > 3 ? atof(argv[3]) : 0;
 	long long t0 = now_ns();
 	int sys = !strcmp(argv[1], "sys");
-	if (!sys && strcmp(argv[1], "call"))
+	if (!strcmp(argv[1], "open") && argc > 3) {
+		for (long i = 0; i < n; i++) {
+			int fd = open(argv[3], O_RDONLY);
+			if (fd >= 0)
+				close(fd);
+		}
+		rate = 0;
+		sys = -1;
+	} else if (!sys && strcmp(argv[1], "call")) {
 		return 2;
-	if (rate > 0) {
+	}
+	if (sys < 0) {
+		/* done above */
+	} else if (rate > 0) {
 		for (long i = 0; i < n; i++) {
 			if (!(i & 255))
 				while (now_ns() - t0 < (long long)(i / rate * 1e9))

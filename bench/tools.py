@@ -17,7 +17,10 @@ are ~10x a real machine's) and measures, in one run:
   cost       ns per traced call: ``loops sys N`` (``bench/loops.c``, getppid) alone,
              then under ``funccount __x64_sys_getppid`` of kprobes (kernel backend:
              a hist trigger), bpftrace (``@[func] = count()``) and bcc; the
-             counts are checked against N.
+             counts are checked against N. And ns per traced failed ``open()``
+             (``loops open N PATH``) under opensnoop: kprobes', bpftrace's
+             ``opensnoop.bt`` and bcc's, each printing every open (its output
+             read and the lines naming PATH counted: each must print N).
 
 bcc finds no kernel headers in the guest (the cached kernel's modules folder
 has no ``build``/``source`` links): the bench makes a folder with both links
@@ -187,6 +190,56 @@ def cost(loops: str, n: int, env: dict[str, str], bcc: bool, rounds: int = 3
     return out
 
 
+def _drain(p: subprocess.Popen, path: str, seen: list[int]) -> None:
+    """Read ``p``'s output to its end, counting the lines that name ``path`` in ``seen[0]``."""
+    assert p.stdout is not None
+    for line in p.stdout:
+        if path in line:
+            seen[0] += 1
+
+
+def cost_snoop(loops: str, n: int, env: dict[str, str], bcc: bool, rounds: int = 3
+               ) -> dict[str, float]:
+    """ns per traced failed open() over the untraced loop under each opensnoop (every
+    open printed, the output read by a thread), median of ``rounds`` interleaved rounds."""
+    import threading
+    import uuid
+    path = f"/nonexistent/kpbench-{uuid.uuid4().hex[:8]}"
+    variants = {who: v for who, v in _variants("opensnoop", bcc).items()}
+    got: dict[str, list[float]] = {who: [] for who in variants}
+    bases = []
+
+    def loop() -> int:
+        r = subprocess.run([loops, "open", str(n), path], capture_output=True, text=True,
+                           check=True)
+        m = re.search(r"loop_ns=(\d+)", r.stderr)
+        assert m, r.stderr
+        return int(m[1])
+    for r in range(rounds):
+        base = min(loop() for _ in range(3))
+        bases.append(base / n)
+        for who, (argv, mark) in variants.items():
+            _t, p = _armed(argv, mark, env)
+            seen = [0]
+            reader = threading.Thread(target=_drain, args=(p, path, seen))
+            reader.start()
+            loop_ns = loop()
+            deadline = time.monotonic() + 60     # the tool prints what it still holds
+            while seen[0] < n and time.monotonic() < deadline:
+                time.sleep(0.1)
+            p.send_signal(signal.SIGINT)
+            reader.join(timeout=300)
+            p.wait(timeout=60)
+            if seen[0] < n:
+                print(f"  warning: {who} printed {seen[0]} of {n} opens", file=sys.stderr)
+            got[who].append((loop_ns - base) / n)
+            print(f"  opensnoop cost {who} round {r + 1}: {got[who][-1]:.0f} ns/call, "
+                  f"printed {seen[0]}/{n}", file=sys.stderr, flush=True)
+    out = {who: statistics.median(v) for who, v in got.items()}
+    out["untraced"] = statistics.median(bases)
+    return out
+
+
 def in_vm(a: argparse.Namespace) -> None:
     scratch = a.scratch or tempfile.mkdtemp(prefix="kptools")
     env = bcc_env(scratch)
@@ -194,6 +247,7 @@ def in_vm(a: argparse.Namespace) -> None:
     subprocess.run(["gcc", "-O2", "-o", loops, os.path.join(HERE, "loops.c")], check=True)
     tools = a.only.split(",") if a.only else list(TOOLS)
     c = cost(loops, a.calls, env, not a.no_bcc) if not a.no_cost else {}
+    o = cost_snoop(loops, a.opens, env, not a.no_bcc) if not a.no_cost else {}
     res = startup(tools, env, not a.no_bcc) if not a.no_startup else {}
     print(f"\n### Tools' start-up in the {os.uname().release} guest (TCG): kprobes and bpftrace "
           "the median of 3 interleaved runs, bcc one run\n")
@@ -211,6 +265,14 @@ def in_vm(a: argparse.Namespace) -> None:
         for who in ("kprobes", "bpftrace", "bcc"):
             if who in c:
                 print(f"| {who} | {c[who]:.0f} | {c['kprobes'] / c[who]:.2f}x |")
+    if o:
+        print(f"\n### opensnoop: cost per traced failed open() ({a.opens:,} opens, every one "
+              f"printed), ns over the untraced {o['untraced']:.0f} ns, median of 3 "
+              "interleaved rounds\n")
+        print("| tool | ns per open | kprobes / tool |\n| --- | ---: | ---: |")
+        for who in ("kprobes", "bpftrace", "bcc"):
+            if who in o:
+                print(f"| {who} | {o[who]:.0f} | {o['kprobes'] / o[who]:.2f}x |")
 
 
 def main() -> int:
@@ -221,6 +283,7 @@ def main() -> int:
     ap.add_argument("--no-cost", action="store_true", help="start-up only")
     ap.add_argument("--no-startup", action="store_true", help="cost only")
     ap.add_argument("--calls", type=int, default=200_000, help="traced calls for the cost")
+    ap.add_argument("--opens", type=int, default=20_000, help="traced opens for opensnoop's cost")
     ap.add_argument("--scratch", metavar="DIR", help="writable folder (the VM's --rwdir)")
     ap.add_argument("--9p", dest="nine_p", action="store_true",
                     help="run kprobes and its Python from the host's root as the guest sees "
@@ -241,7 +304,7 @@ def main() -> int:
            # that ROOT, the tools' PYTHONPATH and cwd, is the copy and not the 9p root
            PY, os.path.relpath(os.path.abspath(__file__), ROOT) if not a.nine_p
            else os.path.abspath(__file__), "--in-vm", "--scratch", scratch,
-           "--calls", str(a.calls)] + (["--only", a.only] if a.only else []) + \
+           "--calls", str(a.calls), "--opens", str(a.opens)] + (["--only", a.only] if a.only else []) + \
         (["--no-bcc"] if a.no_bcc else []) + (["--no-cost"] if a.no_cost else []) + \
         (["--no-startup"] if a.no_startup else [])
     return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT)).returncode

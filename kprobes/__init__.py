@@ -30,7 +30,7 @@ _WHERE = {
     "parse_spec": "probes.spec",
     "Event": "runtime.event",
     "ProbeHandle": "runtime.handle",
-    "Batch": "runtime.reader",
+    "Batch": "runtime.batch",
     "ProbeStats": "runtime.session", "Session": "runtime.session", "Stats": "runtime.session",
     "expand_pattern": "runtime.patterns", "Match": "runtime.patterns",
     "StackCounts": "runtime.stackcount",
@@ -54,10 +54,10 @@ if TYPE_CHECKING:
     from .probes.btfargs import Pointer
     from .probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
     from .probes.spec import parse_spec
+    from .runtime.batch import Batch
     from .runtime.event import Event
     from .runtime.handle import ProbeHandle
     from .runtime.patterns import Match, expand_pattern
-    from .runtime.reader import Batch
     from .runtime.session import ProbeStats, Session, Stats
     from .runtime.stackcount import StackCounts
     from .symbolize.frame import Frame

@@ -18,8 +18,8 @@ The kernel's ``.log2`` key is ``ilog2(roundup_pow_of_two(v))``: bucket
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
+from ..values import Frozen, _set
 from .model import Bucket
 
 __all__ = ["log2_index", "log2_range", "log2_buckets", "Linear", "MIN", "MAX"]
@@ -47,15 +47,21 @@ def log2_buckets(counts: Counter[int] | dict[int, int]) -> list[Bucket]:
     return [Bucket(*log2_range(k), c) for k, c in sorted(counts.items()) if c]
 
 
-@dataclass(frozen=True)
-class Linear:
+class Linear(Frozen):
     """Linear buckets of width ``step`` from ``lo`` to ``hi``, with an underflow
     bucket (index -1) and an overflow bucket (index ``n``). ``lo`` and ``hi`` are
     multiples of ``step``, as the kernel's ``.buckets=STEP`` starts at 0."""
 
+    __slots__ = _fields = ("lo", "hi", "step")
     lo: int
     hi: int
     step: int
+
+    def __init__(self, lo: int, hi: int, step: int) -> None:
+        _set(self, "lo", lo)
+        _set(self, "hi", hi)
+        _set(self, "step", step)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.step <= 0 or self.hi <= self.lo:

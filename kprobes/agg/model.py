@@ -12,7 +12,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..values import Frozen, Value, _set
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -24,32 +24,41 @@ __all__ = ["Bucket", "Row", "Aggregation", "KINDS", "sort_rows", "merge_rows", "
 KINDS = ("count", "hist", "latency", "sum", "min", "max", "avg")
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
+class Bucket(Frozen):
     """An integer range ``lo <= v < hi`` and how many values fell in it.
 
     A kernel ``.log2`` bucket ``2^k`` (k >= 1) holds ``2^(k-1) < v <= 2^k``:
     ``lo = 2^(k-1) + 1``, ``hi = 2^k + 1``.
     """
 
+    __slots__ = _fields = ("lo", "hi", "count")
     lo: int
     hi: int
     count: int
+
+    def __init__(self, lo: int, hi: int, count: int) -> None:
+        _set(self, "lo", lo)
+        _set(self, "hi", hi)
+        _set(self, "count", count)
 
     def to_dict(self) -> dict[str, int]:
         return {"lo": self.lo, "hi": self.hi, "count": self.count}
 
 
-@dataclass(slots=True)
-class Row:
+class Row(Value):
     """One key's result. ``key`` is ``{}`` for an aggregation without keys."""
 
-    key: dict[str, Any]
-    count: int
-    sum: int | None = None
-    min: int | None = None
-    max: int | None = None
-    buckets: list[Bucket] | None = None
+    __slots__ = _fields = ("key", "count", "sum", "min", "max", "buckets")
+
+    def __init__(self, key: dict[str, Any], count: int, sum: int | None = None,
+                 min: int | None = None, max: int | None = None,
+                 buckets: list[Bucket] | None = None) -> None:
+        self.key = key
+        self.count = count
+        self.sum = sum
+        self.min = min
+        self.max = max
+        self.buckets = buckets
 
     @property
     def avg(self) -> float | None:

@@ -1,7 +1,7 @@
 """User-side aggregation over columns (no per-event Python objects).
 
 A :class:`ColumnAggregator` takes whole columns at a time (one read cycle's
-:class:`~kprobes.runtime.reader.Batch`: key columns such as ``comm`` or an
+:class:`~kprobes.runtime.batch.Batch`: key columns such as ``comm`` or an
 argument, and a value column) and keeps, per key, the count and for a value
 its sum, min, max and bucket counts. At most ``cap`` keys are kept; events of
 further keys are counted in ``dropped`` (like the kernel's ``Dropped:``).

@@ -124,7 +124,8 @@ def run_aggregations(args: argparse.Namespace, what: str,
                         next_t += args.interval
                     return False
             stats = s.run(duration=args.duration,
-                          until=exporter.until(until) if exporter else until)
+                          until=exporter.until(until) if exporter else until,
+                          tick=min(0.2, args.interval or 0.2))
             if args.interval:
                 rows = [a.interval() for a in aggs]
                 if any(rows) or n == 0:

@@ -19,11 +19,10 @@ from kprobes.decode.format import (
     EventFormat,
     Fault,
     Field,
-    RecordDecoder,
-    common_type,
     parse_field_line,
     parse_format,
 )
+from kprobes.decode.record import RecordDecoder, common_type
 from kprobes.decode.ringbuf import PageDecoder, PageHeader, fix_abs_ts
 
 __all__ = [

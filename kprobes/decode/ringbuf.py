@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import rshift
 
 from kprobes.decode.format import Field, parse_field_line
 from kprobes.errors import DecodeError
+from kprobes.values import Frozen, _set
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -104,17 +104,23 @@ def fix_abs_ts(abs_ts: int, prev_ts: int) -> int:
     return abs_ts
 
 
-@dataclass(frozen=True, slots=True)
-class PageHeader:
+class PageHeader(Frozen):
     """``timestamp``: ns of the page's first event. ``data_len``: bytes of
     records. ``missed``: events were lost before this page. ``lost``: how
     many (0 when none were missed, None when the kernel had no room to say).
     """
 
+    __slots__ = _fields = ("timestamp", "data_len", "missed", "lost")
     timestamp: int
     data_len: int
     missed: bool
     lost: int | None
+
+    def __init__(self, timestamp: int, data_len: int, missed: bool, lost: int | None) -> None:
+        _set(self, "timestamp", timestamp)
+        _set(self, "data_len", data_len)
+        _set(self, "missed", missed)
+        _set(self, "lost", lost)
 
 
 class PageDecoder:

@@ -11,9 +11,9 @@ import errno
 import os
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from kprobes.errors import NotSupported, PermissionDenied
+from kprobes.values import Frozen, _set
 
 from .mount import is_mounted, mount, umount
 
@@ -22,14 +22,20 @@ __all__ = ["BlacklistEntry", "Blacklist", "ensure_debugfs", "load_blacklist", "D
 DEBUGFS = "/sys/kernel/debug"
 
 
-@dataclass(frozen=True, slots=True)
-class BlacklistEntry:
+class BlacklistEntry(Frozen):
     """One ``kprobes/blacklist`` line: ``[start, end)`` and the symbol."""
 
+    __slots__ = _fields = ("start", "end", "name", "module")
     start: int
     end: int
     name: str
-    module: str | None = None
+    module: str | None
+
+    def __init__(self, start: int, end: int, name: str, module: str | None = None) -> None:
+        _set(self, "start", start)
+        _set(self, "end", end)
+        _set(self, "name", name)
+        _set(self, "module", module)
 
     def __str__(self) -> str:
         return f"{self.name} [0x{self.start:x}-0x{self.end:x})"

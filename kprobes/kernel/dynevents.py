@@ -9,24 +9,34 @@ Definitions are global; enabling is per instance (see :mod:`.tracefs`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..errors import KernelRefused, NotSupported
+from ..values import Frozen, _set
 from .tracefs import Tracefs
 
 __all__ = ["EventKind", "KINDS", "DefinedEvent", "define", "delete", "delete_quietly",
            "list_defined", "supported"]
 
 
-@dataclass(frozen=True)
-class EventKind:
-    """One kind of dynamic event: its definitions file, profile and feature name."""
+class EventKind(Frozen):
+    """One kind of dynamic event: its definitions file (where definitions are
+    written), profile (``kprobe``/``uprobe``: its ``*_profile`` file) and feature
+    name (what ``kprobes info`` calls it)."""
 
+    __slots__ = _fields = ("name", "file", "profile", "feature", "missing_hint")
     name: str
-    file: str          # where definitions are written
-    profile: str       # kprobe_profile / uprobe_profile
-    feature: str       # what `kprobes info` calls it
+    file: str
+    profile: str
+    feature: str
     missing_hint: str
+
+    def __init__(self, name: str, file: str, profile: str, feature: str,
+                 missing_hint: str) -> None:
+        _set(self, "name", name)
+        _set(self, "file", file)
+        _set(self, "profile", profile)
+        _set(self, "feature", feature)
+        _set(self, "missing_hint", missing_hint)
 
 
 _KHINT = ("this kernel was built without CONFIG_KPROBE_EVENTS; uprobes and tracepoints still "
@@ -41,15 +51,23 @@ KINDS: dict[str, EventKind] = {
 }
 
 
-@dataclass(frozen=True)
-class DefinedEvent:
-    """A definition read back from the events file."""
+class DefinedEvent(Frozen):
+    """A definition read back from the events file: ``kind`` ``kprobe`` or ``uprobe``
+    (by file), ``letter`` p / r / r10 ..."""
 
-    kind: str          # 'kprobe' or 'uprobe' (by file)
-    letter: str        # p / r / r10 ...
+    __slots__ = _fields = ("kind", "letter", "group", "event", "line")
+    kind: str
+    letter: str
     group: str
     event: str
     line: str
+
+    def __init__(self, kind: str, letter: str, group: str, event: str, line: str) -> None:
+        _set(self, "kind", kind)
+        _set(self, "letter", letter)
+        _set(self, "group", group)
+        _set(self, "event", event)
+        _set(self, "line", line)
 
 
 def supported(tfs: Tracefs, kind: str) -> bool:

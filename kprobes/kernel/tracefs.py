@@ -15,10 +15,10 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from ..errors import KernelRefused, NotSupported, PermissionDenied, SpecError
+from ..values import Frozen, _set
 from . import faults
 
 __all__ = ["Tracefs", "Instance", "CpuStats", "check_line", "DEFAULT_ROOTS"]
@@ -51,17 +51,29 @@ def _is_tracefs(path: str) -> bool:
         os.path.join(path, "instances"))
 
 
-@dataclass(frozen=True)
-class CpuStats:
-    """One CPU's ``per_cpu/cpuN/stats`` of an instance."""
+class CpuStats(Frozen):
+    """One CPU's ``per_cpu/cpuN/stats`` of an instance (``bytes``: of unread events
+    in this CPU's buffer)."""
 
+    __slots__ = _fields = ("cpu", "entries", "overrun", "commit_overrun", "dropped",
+                           "read_events", "bytes")
     cpu: int
     entries: int
     overrun: int
     commit_overrun: int
     dropped: int
     read_events: int
-    bytes: int = 0          # bytes of unread events in this CPU's buffer
+    bytes: int
+
+    def __init__(self, cpu: int, entries: int, overrun: int, commit_overrun: int,
+                 dropped: int, read_events: int, bytes: int = 0) -> None:
+        _set(self, "cpu", cpu)
+        _set(self, "entries", entries)
+        _set(self, "overrun", overrun)
+        _set(self, "commit_overrun", commit_overrun)
+        _set(self, "dropped", dropped)
+        _set(self, "read_events", read_events)
+        _set(self, "bytes", bytes)
 
     @property
     def lost(self) -> int:

@@ -44,7 +44,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from ..decode.format import FAULT, Field, RecordDecoder, _loc_elem_type, _type_size
+from ..decode.format import FAULT, Field, _loc_elem_type, _type_size
+from ..decode.record import RecordDecoder
 from .optional import require
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
@@ -61,7 +62,7 @@ __all__ = ["EventTable", "ParquetSink", "batch_to_arrow", "arg_types", "FIXED_CO
 FIXED_COLUMNS = ("probe", "ts_ns", "time", "cpu", "pid", "tid", "comm")
 #: stack columns, present when the session records stacks
 STACK_COLUMNS = ("kstack", "ustack")
-_COMM_ARG = "__comm"     # runtime.reader.COMM_ARG (kept apart: output/ does not import runtime/)
+_COMM_ARG = "__comm"     # runtime.batch.COMM_ARG (kept apart: output/ does not import runtime/)
 
 _WALL_OFFSET: int | None = None
 

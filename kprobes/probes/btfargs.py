@@ -14,9 +14,9 @@ that every kernel with kprobe events accepts (6.1 cannot resolve names).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
 
 from ..errors import BTFError, SpecError
+from ..values import Value, replace
 from .model import FetchArg, KProbe, KRetProbe, Probe
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
@@ -66,14 +66,18 @@ class Pointer(int):
         return f"Pointer({int(self):#x}{', ' if inner else ''}{inner})"
 
 
-@dataclass
-class BtfResolution:
+class BtfResolution(Value):
     """What BTF added to a probe: the rewritten probe and display helpers."""
 
-    probe: Probe
-    enums: dict[str, dict[int, str]] = field(default_factory=dict)   # arg -> value names
-    ctypes: dict[str, str] = field(default_factory=dict)             # arg -> C type
-    pointers: dict[str, dict[str, str]] = field(default_factory=dict)  # param -> field -> arg
+    __slots__ = _fields = ("probe", "enums", "ctypes", "pointers")
+
+    def __init__(self, probe: Probe, enums: dict[str, dict[int, str]] | None = None,
+                 ctypes: dict[str, str] | None = None,
+                 pointers: dict[str, dict[str, str]] | None = None) -> None:
+        self.probe = probe
+        self.enums = {} if enums is None else enums            # arg -> value names
+        self.ctypes = {} if ctypes is None else ctypes         # arg -> C type
+        self.pointers = {} if pointers is None else pointers   # param -> field -> arg
 
 
 def handler_fetches(names: list[str], fields: tuple[str, ...] = ()) -> tuple[FetchArg, ...]:

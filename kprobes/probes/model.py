@@ -15,9 +15,9 @@ file offset).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
 
 from ..errors import SpecError
+from ..values import Frozen, _set, replace
 
 __all__ = [
     "FetchArg", "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint",
@@ -73,13 +73,19 @@ def check_fetch(fetch: str) -> None:
                         hint="fetch args look like %di, $arg1, $retval, $comm, @sym, +8(%si), +0(+8(%di))")
 
 
-@dataclass(frozen=True)
-class FetchArg:
+class FetchArg(Frozen):
     """One named value fetched at the probe: ``NAME=FETCH[:TYPE]``."""
 
+    __slots__ = _fields = ("name", "fetch", "type")
     name: str
     fetch: str
-    type: str | None = None
+    type: str | None
+
+    def __init__(self, name: str, fetch: str, type: str | None = None) -> None:
+        _set(self, "name", name)
+        _set(self, "fetch", fetch)
+        _set(self, "type", type)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         check_name(self.name, "argument name")
@@ -94,23 +100,30 @@ class FetchArg:
         return f"{self.name}={self.fetch}" + (f":{self.type}" if self.type else "")
 
 
-@dataclass(frozen=True)
-class Probe:
-    """Common part of every probe: an optional name, fetched args and a filter."""
+class Probe(Frozen):
+    """Common part of every probe: an optional name, fetched args and a filter
+    (keyword-only in every kind)."""
 
-    name: str | None = field(default=None, kw_only=True)
-    args: tuple[FetchArg, ...] = field(default=(), kw_only=True)
-    filter: str | None = field(default=None, kw_only=True)
+    __slots__ = ("name", "args", "filter")
+    _fields: tuple[str, ...] = __slots__
+    name: str | None
+    args: tuple[FetchArg, ...]
+    filter: str | None
 
     kind = "probe"          # table key in kprobes.kernel.dynevents
     letter = "p"
     is_return = False
     dynamic = True          # False for tracepoints (nothing to define)
 
+    def _common(self, name: str | None, args: tuple[FetchArg, ...] | list[FetchArg],
+                filter: str | None) -> None:
+        _set(self, "name", name)
+        _set(self, "args", tuple(args))
+        _set(self, "filter", filter)
+
     def __post_init__(self) -> None:
         if self.name is not None:
             check_name(self.name)
-        object.__setattr__(self, "args", tuple(self.args))
         if len(self.args) > MAX_ARGS:
             raise SpecError(f"{len(self.args)} arguments; the kernel allows {MAX_ARGS}")
         seen: set[str] = set()
@@ -148,14 +161,26 @@ def _check_symbol(sym: str) -> None:
         raise SpecError(f"invalid symbol name {sym!r}", spec=sym, column=0)
 
 
-@dataclass(frozen=True)
 class KProbe(Probe):
     """A kernel probe at ``[MOD:]SYMBOL[+offset]`` or an absolute address."""
 
-    symbol: str | None = None
-    offset: int = 0
-    address: int | None = field(default=None, kw_only=True)
-    module: str | None = field(default=None, kw_only=True)
+    __slots__ = ("symbol", "offset", "address", "module")
+    _fields = (*Probe._fields, *__slots__)
+    symbol: str | None
+    offset: int
+    address: int | None
+    module: str | None
+
+    def __init__(self, symbol: str | None = None, offset: int = 0, *,
+                 name: str | None = None, args: tuple[FetchArg, ...] = (),
+                 filter: str | None = None, address: int | None = None,
+                 module: str | None = None) -> None:
+        self._common(name, args, filter)
+        _set(self, "symbol", symbol)
+        _set(self, "offset", offset)
+        _set(self, "address", address)
+        _set(self, "module", module)
+        self.__post_init__()
 
     kind = "kprobe"
     letter = "p"
@@ -184,14 +209,26 @@ class KProbe(Probe):
         return f"p_{self.symbol}" + (f"_{self.offset}" if self.offset else "")
 
 
-@dataclass(frozen=True)
 class KRetProbe(Probe):
     """A kernel return probe on a function; ``maxactive`` instances may be in flight."""
 
-    symbol: str | None = None
-    maxactive: int | None = field(default=None, kw_only=True)
-    module: str | None = field(default=None, kw_only=True)
-    address: int | None = field(default=None, kw_only=True)
+    __slots__ = ("symbol", "maxactive", "module", "address")
+    _fields = (*Probe._fields, *__slots__)
+    symbol: str | None
+    maxactive: int | None
+    module: str | None
+    address: int | None
+
+    def __init__(self, symbol: str | None = None, *, name: str | None = None,
+                 args: tuple[FetchArg, ...] = (), filter: str | None = None,
+                 maxactive: int | None = None, module: str | None = None,
+                 address: int | None = None) -> None:
+        self._common(name, args, filter)
+        _set(self, "symbol", symbol)
+        _set(self, "maxactive", maxactive)
+        _set(self, "module", module)
+        _set(self, "address", address)
+        self.__post_init__()
 
     kind = "kretprobe"
     letter = "r"
@@ -220,13 +257,23 @@ class KRetProbe(Probe):
         return f"r_{self.symbol}" if self.symbol else f"r_{self.address:x}"
 
 
-@dataclass(frozen=True)
 class UProbe(Probe):
     """A user-space probe in ``path`` at ``symbol[+offset]`` or at a file offset."""
 
-    path: str = ""
-    symbol: str | None = None
-    offset: int = 0
+    __slots__ = ("path", "symbol", "offset")
+    _fields = (*Probe._fields, *__slots__)
+    path: str
+    symbol: str | None
+    offset: int
+
+    def __init__(self, path: str = "", symbol: str | None = None, offset: int = 0, *,
+                 name: str | None = None, args: tuple[FetchArg, ...] = (),
+                 filter: str | None = None) -> None:
+        self._common(name, args, filter)
+        _set(self, "path", path)
+        _set(self, "symbol", symbol)
+        _set(self, "offset", offset)
+        self.__post_init__()
 
     kind = "uprobe"
     letter = "p"
@@ -254,9 +301,10 @@ class UProbe(Probe):
         return f"{self.letter}_{base}_{what}"
 
 
-@dataclass(frozen=True)
 class URetProbe(UProbe):
     """A user-space return probe (no maxactive: uprobes have none)."""
+
+    __slots__ = ()
 
     kind = "uretprobe"
     letter = "r"
@@ -266,12 +314,20 @@ class URetProbe(UProbe):
         return "r" + super().default_name()[1:]
 
 
-@dataclass(frozen=True)
 class Tracepoint(Probe):
     """A static tracepoint ``group:event`` (nothing to define; enabled by name)."""
 
-    group: str = ""
-    event: str = ""
+    __slots__ = ("group", "event")
+    _fields = (*Probe._fields, *__slots__)
+    group: str
+    event: str
+
+    def __init__(self, group: str = "", event: str = "", *, name: str | None = None,
+                 args: tuple[FetchArg, ...] = (), filter: str | None = None) -> None:
+        self._common(name, args, filter)
+        _set(self, "group", group)
+        _set(self, "event", event)
+        self.__post_init__()
 
     kind = "tracepoint"
     letter = "t"

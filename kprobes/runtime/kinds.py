@@ -8,7 +8,6 @@ and hands it to ``Session.add``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 
 from ..errors import KprobesError, SpecError
@@ -21,7 +20,7 @@ TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any
 
-    from .reader import Batch
+    from .batch import Batch
 
 __all__ = ["ProbeKindsMixin"]
 
@@ -152,6 +151,7 @@ class ProbeKindsMixin:
         from ..probes.btfargs import arg_name, handler_fetches
         fields = tuple(fields)
         if args is None:
+            import inspect
             params = [p.name for p in list(inspect.signature(handler).parameters.values())[1:]]
             fetch: Iterable[FetchArg | str] = handler_fetches(params, fields)
         else:
@@ -210,7 +210,7 @@ class ProbeKindsMixin:
 
     def add_batch(self, probe: Probe | str, handler: Callable[[Batch], None], *,
                   name: str | None = None, stack: str | None = None) -> ProbeHandle:
-        """Add a probe whose handler takes a whole :class:`~.reader.Batch` per read cycle.
+        """Add a probe whose handler takes a whole :class:`~.batch.Batch` per read cycle.
 
         >>> total = 0                                            # doctest: +SKIP
         >>> def on_batch(b):                                     # doctest: +SKIP
@@ -258,9 +258,8 @@ class ProbeKindsMixin:
 
 
 def _with(p: Probe, args: Iterable[FetchArg | str], filter: str | None, name: str | None) -> Probe:
-    from dataclasses import replace
-
     from ..probes.spec import parse_arg
+    from ..values import replace
     fa = tuple(a if isinstance(a, FetchArg) else parse_arg(a, i + 1)
                for i, a in enumerate(args))
     return replace(p, args=(*p.args, *fa), filter=filter or p.filter, name=name or p.name)
@@ -281,6 +280,10 @@ def handler_binding(fn: Handler, probe: Probe) -> tuple[str, ...] | None:
     A parameter without a default that the probe does not fetch is an error,
     raised before anything is created.
     """
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_argcount + code.co_kwonlyargcount <= 1:
+        return None     # a plain function of the event alone (inspect: start-up time)
+    import inspect
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):

@@ -34,15 +34,9 @@ from ..errors import KprobesError
 from ..kernel import triggers
 from ..probes.model import Probe
 from ..probes.spec import parse_spec
-from .aggregate import (
-    BASIC_KEYS,
-    UNITS,
-    KernelAgg,
-    _Agg,
-    _columns,
-    _field_kind,
-    choose_latency_backend,
-)
+from .agg_common import BASIC_KEYS, UNITS, _Agg, _columns, _field_kind
+from .agg_kernel import KernelAgg, add_latency_triggers
+from .aggregate import choose_latency_backend
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -50,7 +44,7 @@ if TYPE_CHECKING:
 
     Session = Any   # the runtime Session (its module imports this one: no import back)
 
-    from .reader import Batch
+    from .batch import Batch
 
 __all__ = ["latency_between"]
 
@@ -137,8 +131,6 @@ class KernelPairLatency(KernelAgg):
     def arm(self) -> None:
         s = self.session
         tfs = s.tracefs
-        inst = s._inst                               # noqa: SLF001
-        assert inst is not None
         fmt = parse_format(tfs.event_format(self.end.group, self.end.event), self.end.group)
         decl = "; ".join(["u64 lat", *(_synth_type(fmt, f) for f in self.fields)])
         triggers.define_synthetic(tfs, f"{self.synth} {decl}")
@@ -159,13 +151,7 @@ class KernelPairLatency(KernelAgg):
             lines.append((self.end, f"hist:keys={ekeys}:{lat}={ts}-${var}:onmatch({h.group}."
                                     f"{h.event}).trace({self.synth},${lat}{params}){clock}"
                                     f"{econd}"))
-        for h, line in lines:
-            triggers.add_trigger(inst, h.group, h.event, line,
-                                 hint="latency needs hist triggers and synthetic events")
-
-            def undo(g: str = h.group, e: str = h.event, line: str = line) -> None:
-                triggers.remove_trigger(inst, g, e, line)
-            s._undo.append((f"remove trigger {h.group}/{h.event}", undo))    # noqa: SLF001
+        add_latency_triggers(s, lines)
         super().arm()
 
 

@@ -17,11 +17,11 @@ functions (bcc's probe limit, 1000) with one error and a hint.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from fnmatch import translate
 
 from ..errors import KprobesError, SpecError
 from ..probes.model import KProbe, Probe, Tracepoint, UProbe
+from ..values import Frozen, _set
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -35,13 +35,17 @@ __all__ = ["Match", "PROBE_LIMIT", "expand_pattern", "split_pattern"]
 PROBE_LIMIT = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(Frozen):
     """One function (or tracepoint) a pattern matched: ``label`` is what the
     tools print (``vfs_read``, ``sched:sched_switch``, ``malloc``)."""
 
+    __slots__ = _fields = ("label", "probe")
     label: str
     probe: Probe
+
+    def __init__(self, label: str, probe: Probe) -> None:
+        _set(self, "label", label)
+        _set(self, "probe", probe)
 
 
 def split_pattern(pattern: str) -> tuple[str, str | None, str]:

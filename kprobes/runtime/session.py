@@ -20,20 +20,21 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
 
-from ..errors import HandlerError, KprobesError, NotSupported, SymbolError
+from ..errors import KprobesError, NotSupported, SymbolError
 from ..kernel import dynevents
 from ..kernel.tracefs import Instance, Tracefs
-from ..probes.btfargs import Pointer
 from ..probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint
 from ..probes.spec import parse_spec
+from ..values import Value, replace
 from . import owner, watch
 from .aggregating import AggregateMixin
+from .batch import COMM_ARG
+from .deliver import DeliverMixin
 from .handle import Handler, ProbeHandle, ProbeStats, Resolved
 from .kinds import ProbeKindsMixin, handler_binding
 from .preflight import Preflight
-from .reader import COMM_ARG, Cycle, Reader, handle_of
+from .reader import Reader
 from .signals import (
     block_signals,
     install_sigterm,
@@ -54,15 +55,21 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Stats", "ProbeStats", "ProbeHandle"]
 
 
-@dataclass
-class Stats:
-    """Session counters. ``lost`` = events the ring buffer dropped (all probes)."""
+class Stats(Value):
+    """Session counters. ``lost`` = events the ring buffer dropped (all probes);
+    ``lost_pages``: pages that carried the "events were lost" flag;
+    ``aggregations``: name -> list of aggregation rows."""
 
-    probes: dict[str, ProbeStats] = field(default_factory=dict)
-    lost: int = 0
-    lost_pages: int = 0    # pages that carried the "events were lost" flag
-    events: int = 0
-    aggregations: dict[str, Any] = field(default_factory=dict)   # name -> list of agg Rows
+    __slots__ = _fields = ("probes", "lost", "lost_pages", "events", "aggregations")
+
+    def __init__(self, probes: dict[str, ProbeStats] | None = None, lost: int = 0,
+                 lost_pages: int = 0, events: int = 0,
+                 aggregations: dict[str, Any] | None = None) -> None:
+        self.probes = {} if probes is None else probes
+        self.lost = lost
+        self.lost_pages = lost_pages
+        self.events = events
+        self.aggregations = {} if aggregations is None else aggregations
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +88,7 @@ class Stats:
         return stats_to_pandas(self)
 
 
-class Session(ProbeKindsMixin, AggregateMixin):
+class Session(ProbeKindsMixin, AggregateMixin, DeliverMixin):
     """A tracing session owning one event group and one private tracefs instance.
 
     Parameters: ``tracefs`` root (found and mounted when None), ``buffer_kb``
@@ -285,7 +292,7 @@ class Session(ProbeKindsMixin, AggregateMixin):
         if self._streams():     # the ring buffer's settings, if anything is read from it
             self._ring_buffer_options(inst)
         if self.pid is not None:
-            self.set_pids([self.pid])
+            self._set_pids([self.pid])
         elif not self.trace_self and os.path.exists(os.path.join(inst.path,
                                                                  "set_event_notrace_pid")):
             # our own reads of /proc and tracefs would otherwise feed back as events
@@ -314,9 +321,12 @@ class Session(ProbeKindsMixin, AggregateMixin):
     def set_pids(self, pids: Iterable[int]) -> None:
         """Trace only these tasks (all their threads) and what they fork."""
         if any(getattr(a, "hits_of", "") for a in self.aggregations):
-            raise KprobesError("a plain count of this session reads its probe's hit counter, "
-                               "which counts every task",
+            raise KprobesError("a plain count of this session is counted by a hit counter "
+                               "chosen for the session's task (or all tasks)",
                                hint="give the task when the session is made: Session(pid=PID)")
+        self._set_pids(pids)
+
+    def _set_pids(self, pids: Iterable[int]) -> None:
         inst = self._inst
         assert inst is not None
         tids: list[int] = []
@@ -369,13 +379,16 @@ class Session(ProbeKindsMixin, AggregateMixin):
     #: wall time to see whether handlers keep up.
     handler_time: float = 0.0
 
-    def run(self, duration: float | None = None, until: Callable[[], bool] | None = None) -> Stats:
+    def run(self, duration: float | None = None, until: Callable[[], bool] | None = None,
+            tick: float = 0.2) -> Stats:
         """Deliver events to handlers until ``duration`` seconds pass, ``until()``
         is true, :meth:`stop` is called, or Ctrl-C/SIGTERM. Returns the stats.
 
         Each cycle waits (``poll``, woken per the instance's ``buffer_percent``,
-        at most 0.2 s), reads up to :attr:`Reader.max_pages` pages per CPU and
-        delivers them; ``until()`` is called after every cycle.
+        at most ``tick`` seconds), reads up to :attr:`Reader.max_pages` pages per
+        CPU and delivers them; ``until()`` is called after every cycle, so at
+        least every ``tick`` seconds (a shorter tick for intervals shorter than
+        0.2 s: a session read by triggers and counters only has no events to wake it).
         """
         self.start()
         reader = self._reader
@@ -391,7 +404,7 @@ class Session(ProbeKindsMixin, AggregateMixin):
                     # never enabled: nothing to compare for those)
                     watch.check(self._inst, self._streams())
                     next_check = time.monotonic() + 1.0
-                timeout = 0.2
+                timeout = tick
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -450,94 +463,6 @@ class Session(ProbeKindsMixin, AggregateMixin):
                 break
             n += self._deliver(cycle)
         return n
-
-    def _deliver(self, cycle: Cycle) -> int:
-        """Hand one read cycle to the handlers; returns the events delivered.
-
-        Batch handlers, and handles with no handler at all (counted only),
-        get :class:`Batch` columns; per-event handlers get lazily decoded
-        events in timestamp order.
-        """
-        if not cycle.n:
-            return 0
-        t0 = time.perf_counter()
-        bulk: set[int] = set()
-        each: list[ProbeHandle] = []
-        for h in self.handles:
-            if h.batch is not None or (h.handler is None and h.on_event is None):
-                bulk.add(id(h))
-            else:
-                each.append(h)
-        n = 0
-        try:
-            if bulk:
-                for h, b in cycle.batches(bulk):
-                    h.stats.events += len(b)
-                    n += len(b)
-                    if h.batch is not None:
-                        try:
-                            h.batch(b)
-                        except Exception as e:  # noqa: BLE001 - handler errors are counted
-                            self._handler_error(h, e)
-            if each:
-                events = cycle.events({id(h) for h in each})
-                n += len(events)
-                if len(each) == 1 and each[0].on_event is None and not each[0].bind \
-                        and not each[0].pointers:
-                    self._deliver_simple(each[0], events)
-                else:
-                    self._deliver_each(events)
-            for hook in self._after_cycle:
-                hook()
-        finally:
-            self.handler_time += time.perf_counter() - t0
-        return n
-
-    def _deliver_simple(self, h: ProbeHandle, events: list[Any]) -> None:
-        """One probe, handler(ev): the tight loop."""
-        h.stats.events += len(events)
-        fn = h.handler
-        assert fn is not None
-        it = iter(events)
-        while True:
-            try:
-                for ev in it:
-                    fn(ev)
-                return
-            except Exception as e:  # noqa: BLE001 - handler errors are counted
-                self._handler_error(h, e)
-
-    def _deliver_each(self, events: list[Any]) -> None:
-        for ev in events:
-            h = handle_of(ev)
-            h.stats.events += 1
-            if h.on_event is not None:
-                h.on_event(ev)
-            fn = h.handler
-            if fn is None:
-                continue
-            try:
-                if h.pointers:
-                    kw = {n: ev.args.get(n) for n in h.bind or ()}
-                    for param, fmap in h.pointers.items():
-                        if param in kw:
-                            kw[param] = Pointer(kw[param], {f: ev.args.get(a)
-                                                            for f, a in fmap.items()})
-                    fn(ev, **kw)
-                elif h.bind:
-                    fn(ev, **{n: ev.args.get(n) for n in h.bind})
-                else:
-                    fn(ev)
-            except Exception as e:  # noqa: BLE001 - handler errors are counted
-                self._handler_error(h, e)
-
-    def _handler_error(self, h: ProbeHandle, e: Exception) -> None:
-        h.stats.errors += 1
-        if h.stats.first_error is None:
-            h.stats.first_error = f"{type(e).__name__}: {e}"
-        if self.stop_on_error:
-            raise HandlerError(f"handler of {h.name} raised {type(e).__name__}: {e}",
-                               probe=h.name, original=e) from e
 
     # -- stacks, back-pressure, statistics -----------------------------------
     def stacks(self, probe: Probe | str, kind: str = "kernel", *,

@@ -32,7 +32,9 @@ from collections.abc import Iterable
 from ..agg.histfile import HistTable, frame_name
 from ..agg.model import Aggregation, Row, merge_rows
 from ..probes.model import KProbe, Probe
-from .aggregate import DEFAULT_SIZE, KernelAgg, _choose, _probe
+from .agg_common import DEFAULT_SIZE, _probe
+from .agg_kernel import KernelAgg
+from .aggregate import _choose
 from .stacks import parse_kind, raw_stacks
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time

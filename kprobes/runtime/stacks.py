@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from ..symbolize import Frame, UserSymbolizer, kernel_symbolizer
-from .reader import LazyEvent
+from .batch import LazyEvent
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
     from ..kernel.tracefs import Tracefs
     from ..probes.model import Probe
+    from .batch import Batch
     from .event import TaskCache
     from .handle import Stream as Target
-    from .reader import Batch
 
 __all__ = ["StackSplitter", "StackEvent", "KINDS", "RET_ARG", "parse_kind", "raw_stacks"]
 

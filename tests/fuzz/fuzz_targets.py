@@ -180,7 +180,8 @@ def _format_seeds() -> list[str]:
 
 
 def run_format(text: object) -> None:
-    from kprobes.decode.format import RecordDecoder, parse_format
+    from kprobes.decode.format import parse_format
+    from kprobes.decode.record import RecordDecoder
     assert isinstance(text, str)
     fmt = parse_format(text, "fuzz")
     dec = RecordDecoder(fmt, {})
@@ -201,7 +202,8 @@ def _page_seeds() -> list[bytes]:
 
 
 def run_page(page: object) -> None:
-    from kprobes.decode.format import RecordDecoder, parse_format
+    from kprobes.decode.format import parse_format
+    from kprobes.decode.record import RecordDecoder
     from kprobes.decode.ringbuf import PageDecoder
     assert isinstance(page, bytes)
     pd = PageDecoder.from_header_page(_read("pages", "getppid", "header_page"))

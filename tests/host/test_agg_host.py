@@ -113,7 +113,10 @@ def test_cli_count_text_and_intervals_sum_to_total(tracefs, aggtarget):
     assert [ln["interval"] for ln in intervals] == list(range(1, len(intervals) + 1))
     assert sum(row["count"] for ln in intervals for row in ln["rows"]) == 25
     summary = lines[-1]["summary"]
-    assert summary["backend"] == "user" and summary["dropped"] == 0 and summary["lost"] == 0
+    # a plain count of -c CMD: perf counters on the command, no ring buffer to wake the
+    # run, and still every interval printed (the run ticks at -i)
+    assert summary["backend"] == "kernel" and "perf counters" in summary["backend_reason"]
+    assert summary["dropped"] == 0 and summary["lost"] == 0
 
 
 def test_cli_hist_and_latency_json(tracefs, aggtarget):
@@ -186,5 +189,42 @@ def test_plain_count_of_a_uprobe_is_its_hit_counter(tracefs, workload):
         assert [r.count for r in agg.interval()] == [7]
     assert [r.count for r in agg.read()] == [7]
     assert s.name not in "".join(os.listdir(os.path.join(tracefs.root, "instances")))
+    with open(os.path.join(tracefs.root, "uprobe_events")) as f:
+        assert s.name not in f.read()
+
+
+def test_plain_count_of_a_task_is_counted_by_perf(tracefs, workload):
+    """A plain count (no key, no filter) of one task: perf counters on it, inherited by
+    what it starts (two children counted, a process outside not), for a tracepoint and a
+    uprobe alike; no ring buffer, no trigger; the counters closed with the session."""
+    other = _spawn([workload, "getppid", "4000"])
+    sh = subprocess.Popen(["sh", "-c", f"read go; {workload} getppid 1000 & "
+                           f"{workload} calls 300; {workload} getppid 500; wait"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with Session(pid=sh.pid) as s:
+            tp = s.count("t:syscalls:sys_enter_getppid")
+            up = s.count(f"u:{workload}:target_func")
+            s.start()
+            for agg in (tp, up):
+                assert agg.backend == "kernel" and "perf counters" in agg.backend_reason
+            assert s.reader is not None and s.reader.fds == []    # no ring buffer opened
+            with open(os.path.join(s._inst.path, "events/syscalls/sys_enter_getppid/trigger")) as f:
+                assert [ln for ln in f if not ln.startswith("#")] == []
+            _go(other)
+            sh.stdin.write("g\n")
+            sh.stdin.close()
+            s.run(until=lambda: sh.poll() is not None)
+            assert sh.returncode == 0
+            assert [(r.key, r.count) for r in tp.read()] == [({}, 1500)]
+            assert [(r.key, r.count) for r in up.read()] == [({}, 300)]
+            fds = tp.counter.fds + up.counter.fds
+            assert fds and all(os.path.exists(f"/proc/self/fd/{fd}") for fd in fds)
+    finally:
+        other.wait()
+    assert tp.counter.fds == [] and up.counter.fds == []
+    assert not any(os.path.exists(f"/proc/self/fd/{fd}") and
+                   "perf_event" in os.readlink(f"/proc/self/fd/{fd}") for fd in fds)
+    assert [r.count for r in tp.read()] == [1500]      # the final count, kept
     with open(os.path.join(tracefs.root, "uprobe_events")) as f:
         assert s.name not in f.read()

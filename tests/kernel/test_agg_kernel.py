@@ -265,3 +265,28 @@ def test_plain_count_is_the_kprobe_hit_counter(tfs, workload):
         assert [r.count for r in rows if r.key["pid"] == p.pid] == [n], rows
         assert [r.count for r in hits.read()] == [sum(r.count for r in rows)]
     assert not _ours(tfs, s.name)
+
+
+def test_plain_count_of_a_task_is_perf_counted(tfs, workload):
+    """A count of every hit of a kprobe in one task (no key, no filter): perf counters on
+    the task, so a hit in any other task returns before any record; a comm-keyed hist
+    count of the same function for the same task (set_event_pid) sees the same calls,
+    the workload's exactly, and a process outside is in neither."""
+    n = 2000
+    p = _spawn([workload, "getppid", str(n)])
+    other = _spawn([workload, "getppid", "700"])
+    with Session(pid=p.pid) as s:
+        plain = s.count("p:__x64_sys_getppid")
+        keyed = s.count("p:__x64_sys_getppid", by=("comm",))
+        s.start()
+        assert plain.backend == "kernel" and "perf counters" in plain.backend_reason
+        assert "hist" in keyed.backend_reason
+        _go(other)
+        _go(p)
+        assert p.wait() == 0 and other.wait() == 0
+        s.run(duration=0)
+        comm = os.path.basename(workload)[:15]
+        assert [(r.key, r.count) for r in keyed.read()] == [({"comm": comm}, n)]
+        assert [(r.key, r.count) for r in plain.read()] == [({}, n)]
+    assert plain.counter is not None and plain.counter.fds == []
+    assert not _ours(tfs, s.name)

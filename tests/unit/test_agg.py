@@ -180,7 +180,7 @@ def _kernel_agg(tmp_path, section: str, **kw):
     instance (the conversion only: keys, signedness, buckets, merging)."""
     from kprobes.kernel.tracefs import Tracefs
     from kprobes.probes.model import KProbe
-    from kprobes.runtime.aggregate import KernelAgg
+    from kprobes.runtime.agg_kernel import KernelAgg
 
     text = open(os.path.join(HIST, "6.1-open.hist")).read()
     tables = ["# event histogram" + t for t in text.split("# event histogram")[1:]]
@@ -202,7 +202,7 @@ def _kernel_agg(tmp_path, section: str, **kw):
 
 
 def test_kernel_rows_from_recorded_tables(tmp_path) -> None:
-    from kprobes.runtime.aggregate import _KeySpec
+    from kprobes.runtime.agg_kernel import _KeySpec
     a = _kernel_agg(tmp_path / "a", "mode.log2", kind="hist", value="mode", buckets="log2")
     (r,) = a.read()
     assert r.key == {} and r.count == 1003 and r.sum == sum(range(1000))

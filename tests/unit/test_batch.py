@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kprobes import FAULT, Batch, ProbeHandle
 from kprobes.decode import PageDecoder, RecordDecoder, parse_format
-from kprobes.decode.format import common_type
+from kprobes.decode.record import common_type
 from kprobes.probes.model import Tracepoint
 from kprobes.runtime.event import TaskCache
 from kprobes.runtime.handle import Stream

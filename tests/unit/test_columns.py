@@ -7,7 +7,8 @@ import random
 from pathlib import Path
 
 from kprobes.decode.columns import segment_columns, uniform_stride
-from kprobes.decode.format import RecordDecoder, parse_format
+from kprobes.decode.format import parse_format
+from kprobes.decode.record import RecordDecoder
 
 FORMATS = Path(__file__).resolve().parent.parent / "data" / "formats"
 

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kprobes.decode.format import FAULT, RecordDecoder, parse_format
+from kprobes.decode.format import FAULT, parse_format
+from kprobes.decode.record import RecordDecoder
 from kprobes.errors import KprobesError
 from kprobes.output.arrow import EventTable, arg_types
 from kprobes.output.frames import aggregation_to_pandas, rows_to_records, stats_to_pandas

@@ -2,7 +2,7 @@
 no cycle among the modules of one package, type-only and function-level
 imports included, no cycle among packages, and imports point the way
 docs/ARCHITECTURE.md says: cli -> runtime -> (probes, decode, agg, output) ->
-(kernel, btf), everything may import ``kprobes.errors``."""
+(kernel, btf), everything may import ``kprobes.errors`` and ``kprobes.values``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "kprobes")
 #: a package may import its own modules and those of packages of lower rank.
 #: Same rank: allowed while the package graph stays acyclic (checked below).
 RANK = {
-    "errors": 0,
+    "errors": 0, "values": 0,
     "kernel": 1, "btf": 1,
     "probes": 2, "decode": 2, "agg": 2, "output": 2, "vm": 2, "symbolize": 2,
     "runtime": 3,

@@ -8,7 +8,7 @@ from pathlib import Path
 from kprobes.agg.model import Bucket
 from kprobes.agg.render import log2_hist_text
 from kprobes.decode.format import parse_format
-from kprobes.runtime.aggregate import _kernel_keys
+from kprobes.runtime.agg_kernel import _kernel_keys
 from kprobes.runtime.pairlat import _kexpr, _synth_type
 
 FORMATS = Path(__file__).parent.parent / "data" / "formats"

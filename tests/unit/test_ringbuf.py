@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kprobes.decode import PageDecoder, PageHeader, RecordDecoder, fix_abs_ts, parse_format
-from kprobes.decode.format import common_type
+from kprobes.decode.record import common_type
 from kprobes.errors import DecodeError
 
 DATA = Path(__file__).resolve().parent.parent / "data"

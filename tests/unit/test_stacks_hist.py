@@ -13,7 +13,7 @@ import pytest
 
 from kprobes.agg.histfile import frame_name, key_value, parse_hist
 from kprobes.agg.model import Row
-from kprobes.runtime.aggregate import _kernel_keys
+from kprobes.runtime.agg_kernel import _kernel_keys
 from kprobes.runtime.stackcount import KernelStackCounts, StackCounts, folded, stack_text
 
 HIST = os.path.join(os.path.dirname(__file__), "..", "data", "hist")
