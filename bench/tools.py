@@ -246,8 +246,10 @@ def in_vm(a: argparse.Namespace) -> None:
     loops = os.path.join(tempfile.mkdtemp(prefix="kptools"), "loops")
     subprocess.run(["gcc", "-O2", "-o", loops, os.path.join(HERE, "loops.c")], check=True)
     tools = a.only.split(",") if a.only else list(TOOLS)
-    c = cost(loops, a.calls, env, not a.no_bcc) if not a.no_cost else {}
-    o = cost_snoop(loops, a.opens, env, not a.no_bcc) if not a.no_cost else {}
+    c = cost(loops, a.calls, env, not a.no_bcc) \
+        if not a.no_cost and "funccount" in tools else {}
+    o = cost_snoop(loops, a.opens, env, not a.no_bcc) \
+        if not a.no_cost and "opensnoop" in tools else {}
     res = startup(tools, env, not a.no_bcc) if not a.no_startup else {}
     print(f"\n### Tools' start-up in the {os.uname().release} guest (TCG): kprobes and bpftrace "
           "the median of 3 interleaved runs, bcc one run\n")
@@ -278,7 +280,8 @@ def in_vm(a: argparse.Namespace) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", metavar="TOOL,...", help=f"of {','.join(TOOLS)}")
+    ap.add_argument("--only", metavar="TOOL,...", help=f"of {','.join(TOOLS)} (the costs: of "
+                    "funccount and opensnoop, if listed)")
     ap.add_argument("--no-bcc", action="store_true", help="leave bcc out (it is slow to start)")
     ap.add_argument("--no-cost", action="store_true", help="start-up only")
     ap.add_argument("--no-startup", action="store_true", help="cost only")

@@ -30,7 +30,7 @@ _WHERE = {
     "parse_spec": "probes.spec",
     "Event": "runtime.event",
     "ProbeHandle": "runtime.handle",
-    "Batch": "runtime.batch",
+    "Batch": "runtime.batch", "Calls": "runtime.calls",
     "ProbeStats": "runtime.session", "Session": "runtime.session", "Stats": "runtime.session",
     "expand_pattern": "runtime.patterns", "Match": "runtime.patterns",
     "StackCounts": "runtime.stackcount",
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .probes.model import FetchArg, KProbe, KRetProbe, Probe, Tracepoint, UProbe, URetProbe
     from .probes.spec import parse_spec
     from .runtime.batch import Batch
+    from .runtime.calls import Calls
     from .runtime.event import Event
     from .runtime.handle import ProbeHandle
     from .runtime.patterns import Match, expand_pattern
@@ -78,7 +79,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Pointer", "FAULT",
+    "Session", "Stats", "ProbeStats", "ProbeHandle", "Event", "Batch", "Calls", "Pointer", "FAULT",
     "Frame", "StackCounts", "Aggregation", "Row", "Bucket",
     "Probe", "KProbe", "KRetProbe", "UProbe", "URetProbe", "Tracepoint", "FetchArg", "parse_spec",
     "expand_pattern", "Match",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .batch import Batch
+    from .calls import Calls
 
 __all__ = ["ProbeKindsMixin"]
 
@@ -107,6 +108,40 @@ class ProbeKindsMixin:
             ev.data = st.pop() if st else None     # None: the entry was not seen
         ent.handler = on_entry
         ret.on_event = on_return
+        return ret
+
+    def add_calls(self, probe: Probe | str, handler: Callable[[Calls], Any], *,
+                  entry_args: Iterable[FetchArg | str] = (), name: str | None = None
+                  ) -> ProbeHandle:
+        """A function's calls as columns: a return probe (``r:SYM``, ``ur:PATH:SYM``, with
+        its own args such as ``retval=$retval:s64``) and an entry probe fetching
+        ``entry_args``, paired per thread on the batch path; ``handler`` gets one
+        :class:`~.calls.Calls` per read cycle with the calls that returned in it.
+
+        >>> def on_calls(c):                                          # doctest: +SKIP
+        ...     for comm, path, ret in zip(c.comm, c.args["filename"], c.args["retval"]):
+        ...         print(comm, path, ret)
+        >>> s.add_calls("r:do_sys_openat2 retval=$retval:s64", on_calls,   # doctest: +SKIP
+        ...             entry_args=("filename",))
+
+        The per-event form, :meth:`add_kretprobe` with ``entry=``, decodes two events
+        per call; this decodes columns, at about a third of the cost per call.
+        """
+        from .calls import CallPairer
+        rp = _kind(probe, (KRetProbe, URetProbe), None,
+                   "add_calls needs a return probe (r:SYM or ur:PATH:SYM)")
+        ret = self.add(rp, None, name=name)
+        if isinstance(rp, KRetProbe):
+            eprobe: Probe = KProbe(rp.symbol, module=rp.module, address=rp.address)
+        else:
+            eprobe = UProbe(rp.path, rp.symbol, rp.offset)
+        ent = self.add(_with(eprobe, entry_args, None, None), None, name=f"{ret.name}_entry")
+        ent.hidden = True
+        self._no_comm.add(id(ent))      # type: ignore[attr-defined]   # comm: the return's
+        pairer = CallPairer(handler)
+        ent.batch = pairer.entries
+        ret.batch = pairer.returns
+        self._after_cycle.append(pairer.flush)      # type: ignore[attr-defined]
         return ret
 
     def add_kprobe(self, probe: Probe | str, pre: Handler | None = None,
@@ -265,7 +300,8 @@ def _with(p: Probe, args: Iterable[FetchArg | str], filter: str | None, name: st
     return replace(p, args=(*p.args, *fa), filter=filter or p.filter, name=name or p.name)
 
 
-def _kind(probe: Probe | str, cls: type[Any], not_cls: type[Any] | None, message: str) -> Any:
+def _kind(probe: Probe | str, cls: type[Any] | tuple[type[Any], ...], not_cls: type[Any] | None,
+          message: str) -> Any:
     """``probe`` (parsed when a spec string) if it is a ``cls`` and not a ``not_cls``."""
     if isinstance(probe, str):
         probe = parse_spec(probe)

@@ -25,7 +25,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from kprobes import KprobesError, NotSupported, Session
@@ -51,6 +51,10 @@ class Rows:
         self.out = out if out is not None else sys.stdout
         self.keys = [self.key(c) for c, _ in columns]
         self.count = 0
+        # one format per row, built once: str() of each value, padded as its column
+        # (w < 0 left-aligned, w > 0 right-aligned, 0 as it is)
+        self._fmt = " ".join("{!s}" if w == 0 else f"{{!s:{'<' if w < 0 else '>'}{abs(w)}}}"
+                             for _, w in columns).format
 
     @staticmethod
     def key(header: str) -> str:
@@ -60,12 +64,10 @@ class Rows:
     def header_line(self) -> str:
         return self._line([c for c, _ in self.columns])
 
-    def _line(self, values: list[Any]) -> str:
-        parts = []
-        for (_, w), v in zip(self.columns, values, strict=True):
-            s = str(v)
-            parts.append(s if w == 0 else s.ljust(-w) if w < 0 else s.rjust(w))
-        return " ".join(parts)
+    def _line(self, values: Sequence[Any]) -> str:
+        if len(values) != len(self.columns):
+            raise ValueError(f"{len(values)} values for {len(self.columns)} columns")
+        return self._fmt(*values)
 
     def text(self, *values: Any) -> str:
         return self._line(list(values))
@@ -85,7 +87,7 @@ class Rows:
             obj.update(extra)
             self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         else:
-            self.out.write(self._line(text if text is not None else list(values)) + "\n")
+            self.out.write(self._line(text if text is not None else values) + "\n")
 
 
 class Pending:

@@ -3,7 +3,8 @@
 Kernel side: a kprobe on ``do_sys_openat2`` (every open, openat, openat2
 and creat goes through it) fetching ``filename``, ``how->flags`` and
 ``how->mode`` by their BTF names, and a kretprobe on it for the fd or
-error, paired per thread (:meth:`Session.add_kretprobe` with ``entry=``).
+error, paired per thread on the batch path (:meth:`Session.add_calls`: columns,
+no event objects).
 ``-x`` filters the return in the kernel. A kernel without kprobes is
 refused: the ``syscalls:sys_enter_openat`` tracepoint carries the path only
 as a user pointer, which tracepoints cannot read.
@@ -15,13 +16,15 @@ import argparse
 import os
 import sys
 
-from kprobes import FAULT, Event, KprobesError, Session, parse_spec
+from kprobes import FAULT, KprobesError, Session, parse_spec
 
 from .common import Column, Rows, tool, uid_of
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any
+
+    from kprobes import Calls
 
 __all__ = ["NAME", "parse_flags", "register", "run", "main"]
 
@@ -94,46 +97,42 @@ def setup(s: Session, args: argparse.Namespace, rows: Rows) -> None:
     flag_mask = parse_flags(args.flag_filter) if args.flag_filter else None
     t0: list[int] = []
 
-    def on_entry(ev: Event) -> tuple[Any, int, int]:
-        return ev.args["filename"], ev.args["how_flags"], ev.args["how_mode"]
-
-    def on_return(ev: Event) -> None:
-        if ev.data is None:             # the entry was not seen (lost)
-            return
-        filename, flags, _mode = ev.data
-        if args.pid and ev.pid != args.pid or args.tid and ev.tid != args.tid:
-            return
-        if args.name and args.name not in ev.comm:
-            return
-        if flag_mask is not None and not flags & flag_mask:
-            return
-        uid = uid_of(ev.pid) if args.uid is not None or args.print_uid else None
-        if args.uid is not None and uid != args.uid:
-            return
-        ret = ev.args["retval"]
-        fd, err = (ret, 0) if ret >= 0 else (-1, -ret)
-        lead: list[Any] = []
-        if args.timestamp:
-            if not t0:
-                t0.append(ev.ts_ns)
-            lead.append(round((ev.ts_ns - t0[0]) / 1e9, 9))
-        if args.print_uid:
-            lead.append(uid if uid is not None else "?")
-        ext = [f"{flags:08o}"] if args.extended_fields else []
-        path = None if filename is FAULT else filename
-        vals = [*lead, ev.tid if args.tid else ev.pid, ev.comm, fd, err, *ext, path]
-        text = list(vals)
-        if args.timestamp:
-            text[0] = f"{lead[0]:.9f}"
-        text[-1] = str(filename)
-        if args.extended_fields:
-            vals[-2] = flags
-        rows.emit(*vals, text=text)
+    def on_calls(c: Calls) -> None:
+        a = c.args
+        for ts, pid, tid, comm, filename, flags, ret in zip(
+                c.ts, c.pid, c.tid, c.comm, a["filename"], a["how_flags"], a["retval"],
+                strict=True):
+            if args.pid and pid != args.pid or args.tid and tid != args.tid:
+                continue
+            if args.name and args.name not in comm:
+                continue
+            if flag_mask is not None and not flags & flag_mask:
+                continue
+            uid = uid_of(pid) if args.uid is not None or args.print_uid else None
+            if args.uid is not None and uid != args.uid:
+                continue
+            fd, err = (ret, 0) if ret >= 0 else (-1, -ret)
+            lead: list[Any] = []
+            if args.timestamp:
+                if not t0:
+                    t0.append(ts)
+                lead.append(round((ts - t0[0]) / 1e9, 9))
+            if args.print_uid:
+                lead.append(uid if uid is not None else "?")
+            ext = [f"{flags:08o}"] if args.extended_fields else []
+            path = None if filename is FAULT else filename
+            vals = [*lead, tid if args.tid else pid, comm, fd, err, *ext, path]
+            text = list(vals)
+            if args.timestamp:
+                text[0] = f"{lead[0]:.9f}"
+            text[-1] = str(filename)
+            if args.extended_fields:
+                vals[-2] = flags
+            rows.emit(*vals, text=text)
 
     ret = parse_spec("r:do_sys_openat2 retval=$retval:s64",
                      filter="retval < 0" if args.failed else None)
-    s.add_kretprobe(ret, on_return, entry=on_entry,
-                    entry_args=("filename", "how->flags", "how->mode"))
+    s.add_calls(ret, on_calls, entry_args=("filename", "how->flags", "how->mode"))
 
 
 register, run, main = tool(__name__)

@@ -85,6 +85,38 @@ def test_uprobe_args_and_return(tracefs, workload):
     assert st.probes[probe].hits == n
 
 
+def test_calls_pair_entries_and_returns_as_columns(tracefs, workload):
+    """add_calls: every call of target_func(i, -i, "arg-i") (returning 2i), paired per
+    thread on the batch path over many read cycles: entry args and the return value
+    side by side, each call once, in order, nothing unmatched, no ring-buffer loss."""
+    n = 20000
+    got: list[tuple[int, str, int]] = []
+    seen = {"calls": 0, "unmatched": 0, "late": 0}
+    cycles = []
+    p, w = _spawn_blocked([workload, "calls", str(n)])
+
+    def on_calls(c):
+        cycles.append(len(c))
+        assert len(c.ts) == len(c.entry_ts) == len(c) == len(c.args["ret"])
+        seen["late"] += sum(t < e for t, e in zip(c.ts, c.entry_ts, strict=True))
+        seen["calls"] += len(c)
+        seen["unmatched"] += c.unmatched
+        assert set(c.pid) == {p.pid} and set(c.comm) == {"workload"}
+        got.extend(zip(c.args["a"], c.args["s"], c.args["ret"], strict=True))
+
+    with Session(pid=p.pid, buffer_kb=8192) as s:    # room for all: ~2.5 MB of events
+        h = s.add_calls(f"ur:{workload}:target_func ret=%ax:s64", on_calls,
+                        entry_args=("a=%di:s64", "s=+0(%dx):string"))
+        s.start()
+        os.write(w, b"g")
+        stats = s.run(until=lambda: p.poll() is not None)
+    assert stats.lost == 0
+    assert seen == {"calls": n, "unmatched": 0, "late": 0}
+    assert len(cycles) >= 2        # 64 pages per CPU a cycle: calls straddle cycles
+    assert got == [(i, f"arg-{i}", 2 * i) for i in range(n)]
+    assert stats.probes[h.name].events == n
+
+
 def test_handler_binding_by_name(tracefs, workload):
     got = []
     # a handler parameter the probe does not fetch is refused before anything is created
