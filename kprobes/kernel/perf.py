@@ -57,14 +57,29 @@ def _syscall():     # -> the libc syscall function
 
 def open_counter(event_id: int, tid: int) -> int:
     """A counting perf event of trace event ``event_id`` on task ``tid`` (any CPU),
-    inherited by what it starts; raises ``OSError`` with the kernel's errno."""
+    inherited by what it starts; raises ``OSError`` with the kernel's errno. Out of
+    file descriptors (a pattern of many functions times many threads), the soft
+    limit is raised to the hard one once, as perf does."""
     f, get_errno = _syscall()
     attr = _ATTR.pack(PERF_TYPE_TRACEPOINT, _ATTR.size, event_id, 0, 0, 0, _INHERIT, 0, 0, 0)
-    fd = f(_NR[os.uname().machine], attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
+    for attempt in (0, 1):
+        fd = f(_NR[os.uname().machine], attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC)
+        if fd >= 0:
+            return int(fd)
         e = get_errno()
-        raise OSError(e, os.strerror(e))
-    return int(fd)
+        if e != _errno.EMFILE or attempt or not _raise_nofile():
+            raise OSError(e, os.strerror(e))
+    raise AssertionError("unreachable")
+
+
+def _raise_nofile() -> bool:
+    """Raise the soft limit of open files to the hard limit; False if it already is."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return False
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return True
 
 
 def _refusal(e: OSError, what: str) -> KprobesError:
@@ -73,6 +88,11 @@ def _refusal(e: OSError, what: str) -> KprobesError:
         return PermissionDenied(f"cannot count {what} with perf: {e.strerror}",
                                 hint="needs root (or CAP_PERFMON); check "
                                      "/proc/sys/kernel/perf_event_paranoid and kernel lockdown")
+    if e.errno in (_errno.EMFILE, _errno.ENFILE):
+        return NotSupported(f"cannot count {what} with perf: {e.strerror}",
+                            feature="perf trace-event counters",
+                            hint="one counter per function per thread: raise the limit "
+                                 "(ulimit -n), trace fewer functions, or use --backend user")
     if e.errno in (_errno.ENOENT, _errno.ENODEV, _errno.EOPNOTSUPP, _errno.ENOSYS,
                    _errno.EINVAL):
         return NotSupported(f"cannot count {what} with perf: {e.strerror}",

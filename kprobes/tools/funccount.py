@@ -30,7 +30,7 @@ EXAMPLES = """examples:
     kprobes funccount -r '^vfs.*'         # same as above, using regular expressions
     kprobes funccount -Ti 5 'vfs_*'       # output every 5 seconds, with timestamps
     kprobes funccount -d 10 'vfs_*'       # trace for 10 seconds only
-    kprobes funccount -p 185 'vfs_*'      # count vfs calls for PID 181 only
+    kprobes funccount -p 185 'vfs_*'      # count vfs calls for PID 185 only
     kprobes funccount t:sched:sched_fork  # count calls to the sched_fork tracepoint
     kprobes funccount 't:sched:*'         # count all sched tracepoints
     kprobes funccount c:malloc            # count all malloc() calls in libc
