@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from ..errors import DecodeError
+from ..values import Frozen, Value, _set
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -60,30 +60,41 @@ _RANGE = re.compile(r"^~ (\d+)-(\d+)$")
 _END = re.compile(r"^(?P<keys>[^{]*?)\s*\}(?P<vals>(?:\s+[A-Za-z_][A-Za-z0-9_.]*:\s+-?\d+)+)\s*$")
 
 
-@dataclass
-class HistTable:
+class HistTable(Value):
     """One trigger's histogram: ``rows`` are ``(keys, vals)`` with keys as printed."""
 
-    trigger: str
-    rows: list[tuple[dict[str, str], dict[str, int]]] = field(default_factory=list)
-    hits: int = 0
-    entries: int = 0
-    dropped: int = 0
+    __slots__ = _fields = ("trigger", "rows", "hits", "entries", "dropped")
+
+    def __init__(self, trigger: str,
+                 rows: list[tuple[dict[str, str], dict[str, int]]] | None = None,
+                 hits: int = 0, entries: int = 0, dropped: int = 0) -> None:
+        self.trigger = trigger
+        self.rows = [] if rows is None else rows
+        self.hits = hits
+        self.entries = entries
+        self.dropped = dropped
 
 
-@dataclass(frozen=True)
-class Log2Key:
+class Log2Key(Frozen):
     """A ``.log2`` key: bucket ``2^k``."""
 
+    __slots__ = _fields = ("k",)
     k: int
 
+    def __init__(self, k: int) -> None:
+        _set(self, "k", k)
 
-@dataclass(frozen=True)
-class RangeKey:
+
+class RangeKey(Frozen):
     """A ``.buckets=N`` key: ``start <= v <= end``."""
 
+    __slots__ = _fields = ("start", "end")
     start: int
     end: int
+
+    def __init__(self, start: int, end: int) -> None:
+        _set(self, "start", start)
+        _set(self, "end", end)
 
 
 def split_keys(text: str, names: Sequence[Sequence[str]] | None = None) -> dict[str, str]:

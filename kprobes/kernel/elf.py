@@ -29,11 +29,12 @@ import platform
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, replace
 from fnmatch import translate
 
 from kprobes.errors import KprobesError, NotSupported, SymbolError
 from kprobes.kernel.kallsyms import near_names
+
+from ..values import Frozen, _set, replace
 
 __all__ = [
     "ElfSymbol",
@@ -55,22 +56,34 @@ _SHF_EXECINSTR = 0x4
 _LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64"}
 
 
-@dataclass(frozen=True, slots=True)
-class ElfSymbol:
+class ElfSymbol(Frozen):
     """A defined ELF symbol. ``kind``: func, ifunc, notype (asm label in code) or object.
 
     >>> ElfSymbol("malloc", 0x98930, 791, "func", "global", ".dynsym", "GLIBC_2.2.5", True).full_name
     'malloc@@GLIBC_2.2.5'
     """
 
+    __slots__ = _fields = ("name", "value", "size", "kind", "bind", "table", "version",
+                           "default_version")
     name: str
     value: int
     size: int
     kind: str
     bind: str
     table: str
-    version: str | None = None
-    default_version: bool = True
+    version: str | None
+    default_version: bool
+
+    def __init__(self, name: str, value: int, size: int, kind: str, bind: str, table: str,
+                 version: str | None = None, default_version: bool = True) -> None:
+        _set(self, "name", name)
+        _set(self, "value", value)
+        _set(self, "size", size)
+        _set(self, "kind", kind)
+        _set(self, "bind", bind)
+        _set(self, "table", table)
+        _set(self, "version", version)
+        _set(self, "default_version", default_version)
 
     @property
     def full_name(self) -> str:
@@ -83,14 +96,14 @@ class ElfSymbol:
         return self.kind in ("func", "ifunc", "notype")
 
 
-@dataclass(frozen=True, slots=True)
-class UprobeTarget:
+class UprobeTarget(Frozen):
     """Where a uprobe goes: ``location`` is what to write after ``p:GRP/EVENT ``.
 
     >>> UprobeTarget("/bin/x", "main", 4, 0x401130, 0x1130, 30, False).location
     '/bin/x:0x1130'
     """
 
+    __slots__ = _fields = ("path", "symbol", "offset", "vaddr", "file_offset", "size", "ifunc")
     path: str
     symbol: str
     offset: int
@@ -98,6 +111,16 @@ class UprobeTarget:
     file_offset: int
     size: int
     ifunc: bool
+
+    def __init__(self, path: str, symbol: str, offset: int, vaddr: int, file_offset: int,
+                 size: int, ifunc: bool) -> None:
+        _set(self, "path", path)
+        _set(self, "symbol", symbol)
+        _set(self, "offset", offset)
+        _set(self, "vaddr", vaddr)
+        _set(self, "file_offset", file_offset)
+        _set(self, "size", size)
+        _set(self, "ifunc", ifunc)
 
     @property
     def location(self) -> str:
@@ -180,13 +203,22 @@ def find_binary(name: str) -> str:
 
 
 # -- reading -------------------------------------------------------------------
-@dataclass(frozen=True)
-class _ElfInfo:
+class _ElfInfo(Frozen):
+    __slots__ = _fields = ("symbols", "undefined", "loads", "needed", "has_symtab")
     symbols: tuple[ElfSymbol, ...]
     undefined: frozenset[str]
     loads: tuple[tuple[int, int, int], ...]  # (p_vaddr, p_filesz, p_offset)
     needed: tuple[str, ...]
     has_symtab: bool
+
+    def __init__(self, symbols: tuple[ElfSymbol, ...], undefined: frozenset[str],
+                 loads: tuple[tuple[int, int, int], ...], needed: tuple[str, ...],
+                 has_symtab: bool) -> None:
+        _set(self, "symbols", symbols)
+        _set(self, "undefined", undefined)
+        _set(self, "loads", loads)
+        _set(self, "needed", needed)
+        _set(self, "has_symtab", has_symtab)
 
 
 def _open_elf(path: str):

@@ -6,28 +6,36 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
+from ..values import Value
 from .tracefs import Tracefs
 
 __all__ = ["Features", "probe_features"]
 
 
-@dataclass
-class Features:
-    tracefs: str | None
-    kprobes: bool = False
-    uprobes: bool = False
-    dynamic_events: bool = False
-    fprobes: bool = False
-    btf_args: bool = False          # kernel resolves BTF names in probe args
-    kretprobe_args: bool = False    # $argN on return probes
-    tracepoints: int = 0
-    btf: bool = False
-    kallsyms_addresses: bool = False
-    kcore: bool = False
-    lockdown: str | None = None
-    notes: list[str] = field(default_factory=list)
+class Features(Value):
+    __slots__ = _fields = ("tracefs", "kprobes", "uprobes", "dynamic_events", "fprobes",
+                           "btf_args", "kretprobe_args", "tracepoints", "btf",
+                           "kallsyms_addresses", "kcore", "lockdown", "notes")
+
+    def __init__(self, tracefs: str | None, kprobes: bool = False, uprobes: bool = False,
+                 dynamic_events: bool = False, fprobes: bool = False, btf_args: bool = False,
+                 kretprobe_args: bool = False, tracepoints: int = 0, btf: bool = False,
+                 kallsyms_addresses: bool = False, kcore: bool = False,
+                 lockdown: str | None = None, notes: list[str] | None = None) -> None:
+        self.tracefs = tracefs
+        self.kprobes = kprobes
+        self.uprobes = uprobes
+        self.dynamic_events = dynamic_events
+        self.fprobes = fprobes
+        self.btf_args = btf_args  # kernel resolves BTF names in probe args
+        self.kretprobe_args = kretprobe_args  # $argN on return probes
+        self.tracepoints = tracepoints
+        self.btf = btf
+        self.kallsyms_addresses = kallsyms_addresses
+        self.kcore = kcore
+        self.lockdown = lockdown
+        self.notes = [] if notes is None else notes
 
     def summary(self) -> str:
         if not self.tracefs:

@@ -23,12 +23,13 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from fnmatch import translate
 from itertools import repeat
 from operator import itemgetter
 
 from kprobes.errors import NotSupported, PermissionDenied, SymbolError
+
+from ..values import Frozen, _set
 
 __all__ = ["Sym", "SymbolTable", "KernelSymbols", "TEXT_TYPES", "near_names", "read_kallsyms",
            "parse_int"]
@@ -42,18 +43,24 @@ _LINE_RX = re.compile(r"^([0-9a-fA-F]{1,16}) (\S) (\S+)(?:\t\[([^\]\s]+)\])?", r
 _SPEC_RX = re.compile(r"^(?:(?P<mod>[\w.-]+):)?(?P<sym>[^\s:+]+)(?:\+(?P<off>0[xX][0-9a-fA-F]+|\d+))?$")
 
 
-@dataclass(frozen=True, slots=True)
-class Sym:
+class Sym(Frozen):
     """One kallsyms entry. ``type`` is the nm letter; ``module`` is None for vmlinux.
 
     >>> Sym(0x1000, "t", "helper", "ext4").spec, Sym(0x1000, "T", "vfs_read").is_text
     ('ext4:helper', True)
     """
 
+    __slots__ = _fields = ("addr", "type", "name", "module")
     addr: int
     type: str
     name: str
-    module: str | None = None
+    module: str | None
+
+    def __init__(self, addr: int, type: str, name: str, module: str | None = None) -> None:
+        _set(self, "addr", addr)
+        _set(self, "type", type)
+        _set(self, "name", name)
+        _set(self, "module", module)
 
     @property
     def is_text(self) -> bool:

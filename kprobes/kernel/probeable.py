@@ -9,10 +9,10 @@ entry rule); :func:`probe_info` reports the same plus informational notes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kprobes.errors import NotSupported, SymbolError
 
+from ..values import Value
 from .blacklist import Blacklist, BlacklistEntry
 from .kallsyms import Sym, SymbolTable
 from .tracefs import Tracefs
@@ -20,20 +20,26 @@ from .tracefs import Tracefs
 __all__ = ["ProbeInfo", "probe_info", "probeable"]
 
 
-@dataclass
-class ProbeInfo:
+class ProbeInfo(Value):
     """What we know about probing ``sym+offset``; ``problems`` is what the kernel would refuse."""
 
-    sym: Sym
-    offset: int
-    address: int
-    size: int | None
-    blacklisted: BlacklistEntry | None = None
-    blacklist_known: bool = False
-    ftrace_traceable: bool | None = None
-    problems: list[str] = field(default_factory=list)
-    hints: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    __slots__ = _fields = ("sym", "offset", "address", "size", "blacklisted", "blacklist_known",
+                           "ftrace_traceable", "problems", "hints", "notes")
+
+    def __init__(self, sym: Sym, offset: int, address: int, size: int | None,
+                 blacklisted: BlacklistEntry | None = None, blacklist_known: bool = False,
+                 ftrace_traceable: bool | None = None, problems: list[str] | None = None,
+                 hints: list[str] | None = None, notes: list[str] | None = None) -> None:
+        self.sym = sym
+        self.offset = offset
+        self.address = address
+        self.size = size
+        self.blacklisted = blacklisted
+        self.blacklist_known = blacklist_known
+        self.ftrace_traceable = ftrace_traceable
+        self.problems = [] if problems is None else problems
+        self.hints = [] if hints is None else hints
+        self.notes = [] if notes is None else notes
 
     @property
     def ok(self) -> bool:

@@ -124,8 +124,8 @@ class ProbeKindsMixin:
         >>> s.add_calls("r:do_sys_openat2 retval=$retval:s64", on_calls,   # doctest: +SKIP
         ...             entry_args=("filename",))
 
-        The per-event form, :meth:`add_kretprobe` with ``entry=``, decodes two events
-        per call; this decodes columns, at about a third of the cost per call.
+        The per-event form, :meth:`add_kretprobe` with ``entry=``, decodes two event
+        objects per call; this decodes columns (see :mod:`.calls` for the difference).
         """
         from .calls import CallPairer
         rp = _kind(probe, (KRetProbe, URetProbe), None,
@@ -138,7 +138,16 @@ class ProbeKindsMixin:
         ent = self.add(_with(eprobe, entry_args, None, None), None, name=f"{ret.name}_entry")
         ent.hidden = True
         self._no_comm.add(id(ent))      # type: ignore[attr-defined]   # comm: the return's
-        pairer = CallPairer(handler)
+        def complete() -> int | None:
+            """Events up to this time have all been read (None: every event has)."""
+            r = self._reader                        # type: ignore[attr-defined]
+            if r is None or self._draining or not (   # type: ignore[attr-defined]
+                    self.clock == "mono" and self.clock_set):   # type: ignore[attr-defined]
+                return None      # another trace clock: no time to compare with
+            return int(r.complete_ns)
+
+        pairer = CallPairer(handler, complete=complete,
+                            on_error=lambda e: self._handler_error(ret, e))  # type: ignore[attr-defined]
         ent.batch = pairer.entries
         ret.batch = pairer.returns
         self._after_cycle.append(pairer.flush)      # type: ignore[attr-defined]

@@ -49,6 +49,9 @@ __all__ = ["Reader", "Cycle"]
 #: one page of a read cycle: (cpu, page bytes, its records (ts_ns, payload start, length))
 Page = tuple[int, bytes, Sequence[tuple[int, int, int]]]
 
+#: how long an event may sit between its timestamp and its commit (irqs in between)
+COMMIT_MARGIN_NS = 10_000_000
+
 MAX_PAGES = 64            # pages per CPU per read cycle (64 x 4 KB: ~16k small events)
 
 _BY_TS = attrgetter("ts_ns")
@@ -188,6 +191,9 @@ class Reader:
         self.lost_pages = 0
         self.lost_from_pages = 0
         self.pages_read = 0
+        self._read_start = 0
+        self._limited: set[int] = set()
+        self._limited_last: list[Sequence[tuple[int, int, int]]] = []
         self._buffer_bytes: int | None = None
         self._poll = select.poll()
         self._wake: set[int] = set()
@@ -259,6 +265,8 @@ class Reader:
         size = self.page_size
         limit = self.max_pages if max_pages is None else max_pages
         read = os.read
+        self._read_start = time.monotonic_ns()
+        self._limited.clear()
         for fd, cpu in self._fd_cpu:
             for _ in range(limit):
                 try:
@@ -268,6 +276,8 @@ class Reader:
                 if not data:
                     break
                 out.append((cpu, data))
+            else:
+                self._limited.add(cpu)      # it may hold more: older than other CPUs' last
         self.pages_read += len(out)
         return out
 
@@ -289,9 +299,28 @@ class Reader:
                 pages.append((cpu, page, recs))
         if pages:
             self.tasks.new_batch()
+        last: dict[int, Sequence[tuple[int, int, int]]] = {}
+        for cpu, _page, recs in pages:
+            if cpu in self._limited:
+                last[cpu] = recs
+        self._limited_last = list(last.values())
         if self.stacks is not None:
             return Cycle(self, *self.stacks.split(pages))
         return Cycle(self, pages)
+
+    @property
+    def complete_ns(self) -> int:
+        """Every event stamped at or before this time (``CLOCK_MONOTONIC`` ns: with the
+        ``mono`` trace clock) has been read by the last cycle.
+
+        Events of different CPUs arrive out of order across cycles: a CPU read later
+        in a cycle brings events newer than those an earlier-read CPU gets next cycle.
+        Everything up to the cycle's start had been written before it began (less a
+        margin for an event stamped when reserved and committed a little later), except
+        on a CPU that had more pages than a cycle takes: there, up to its last read event.
+        """
+        return min([self._read_start - COMMIT_MARGIN_NS,
+                    *(recs[-1][0] for recs in self._limited_last)])
 
     def read_available(self) -> list[tuple[ProbeHandle, Event]]:
         """Read one cycle; its events, in timestamp order, with their handles."""

@@ -120,6 +120,8 @@ class Session(ProbeKindsMixin, AggregateMixin, DeliverMixin):
         self.pid = pid
         self.stop_on_error = stop_on_error
         self.clock = clock
+        self.clock_set = False          # the instance's trace clock is ``clock``
+        self._draining = False
         self.wakeup_percent = wakeup_percent
         self.trace_self = trace_self
         self.name = owner.new_name()
@@ -287,6 +289,7 @@ class Session(ProbeKindsMixin, AggregateMixin, DeliverMixin):
         if self.clock and os.path.exists(os.path.join(inst.path, "trace_clock")):
             try:
                 inst.write("trace_clock", self.clock)
+                self.clock_set = True
             except KprobesError:
                 pass
         if self._streams():     # the ring buffer's settings, if anything is read from it
@@ -462,6 +465,12 @@ class Session(ProbeKindsMixin, AggregateMixin, DeliverMixin):
             if not cycle.n:
                 break
             n += self._deliver(cycle)
+        self._draining = True       # all is read: after-cycle hooks hold nothing back
+        try:
+            for hook in self._after_cycle:
+                hook()
+        finally:
+            self._draining = False
         return n
 
     # -- stacks, back-pressure, statistics -----------------------------------

@@ -32,7 +32,8 @@ import threading
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass, field
+
+from ..values import Value
 
 __all__ = ["ElfSymtab", "load_symtab", "build_id_path", "MAX_FILES", "DEBUG_ROOT"]
 
@@ -44,19 +45,26 @@ _STT_NOTYPE, _STT_FUNC, _STT_GNU_IFUNC = 0, 2, 10
 _SHF_EXECINSTR = 0x4
 
 
-@dataclass
-class ElfSymtab:
+class ElfSymtab(Value):
     """Sorted function symbols of one file and its PT_LOAD segments."""
 
-    path: str
-    build_id: str | None = None
-    loads: tuple[tuple[int, int, int, int], ...] = ()   # p_vaddr, p_memsz, p_offset, p_filesz
-    starts: array = field(default_factory=lambda: array("Q"))
-    sizes: array = field(default_factory=lambda: array("Q"))
-    names: list[str] = field(default_factory=list)
-    sources: tuple[str, ...] = ()                          # what the symbols came from
-    error: str | None = None                               # why the file gave nothing
-    key: tuple | None = None                               # (path, dev, ino, mtime, root)
+    __slots__ = _fields = ("path", "build_id", "loads", "starts", "sizes", "names", "sources",
+                           "error", "key")
+
+    def __init__(self, path: str, build_id: str | None = None,
+                 loads: tuple[tuple[int, int, int, int], ...] = (),
+                 starts: array | None = None, sizes: array | None = None,
+                 names: list[str] | None = None, sources: tuple[str, ...] = (),
+                 error: str | None = None, key: tuple | None = None) -> None:
+        self.path = path
+        self.build_id = build_id
+        self.loads = loads  # p_vaddr, p_memsz, p_offset, p_filesz
+        self.starts = (lambda: array("Q"))() if starts is None else starts
+        self.sizes = (lambda: array("Q"))() if sizes is None else sizes
+        self.names = [] if names is None else names
+        self.sources = sources  # what the symbols came from
+        self.error = error  # why the file gave nothing
+        self.key = key  # (path, dev, ino, mtime, root)
 
     def vaddr_of_offset(self, off: int) -> int | None:
         """File offset -> virtual address (through the PT_LOAD segment holding it)."""

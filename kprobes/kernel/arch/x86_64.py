@@ -22,9 +22,10 @@ Decoding is linear from the function start (``code`` must start there).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from kprobes.errors import DecodeError, KprobesError, NotSupported, SymbolError
+
+from ...values import Frozen, _set
 
 __all__ = [
     "Insn",
@@ -49,14 +50,20 @@ FTRACE_NOP = bytes.fromhex("0f1f440000")
 _md_cache: list = []
 
 
-@dataclass(frozen=True, slots=True)
-class Insn:
+class Insn(Frozen):
     """One decoded instruction: ``offset`` from the function start."""
 
+    __slots__ = _fields = ("offset", "size", "mnemonic", "op_str")
     offset: int
     size: int
     mnemonic: str
     op_str: str
+
+    def __init__(self, offset: int, size: int, mnemonic: str, op_str: str) -> None:
+        _set(self, "offset", offset)
+        _set(self, "size", size)
+        _set(self, "mnemonic", mnemonic)
+        _set(self, "op_str", op_str)
 
     @property
     def text(self) -> str:
