@@ -167,6 +167,13 @@ class Pairer:
     >>> p = Pairer()
     >>> p.feed([(10, 0, 7), (15, 0, 7), (30, 1, 7), (50, 1, 7)])
     [(2, 15), (3, 40)]
+
+    A return takes the newest entry *before* it: events of different CPUs can arrive
+    out of order across read cycles, so an entry newer than a return may already be
+    on the stack (the next call's, read early from another CPU):
+
+    >>> p.feed([(100, 0, 7), (130, 0, 7)]), p.feed([(120, 1, 7), (140, 1, 7)])
+    ([], [(0, 20), (1, 10)])
     """
 
     def __init__(self, depth: int = 64, convert: Any = None) -> None:
@@ -191,8 +198,11 @@ class Pairer:
                 st.append(t)
                 continue
             st = stacks.get(tid)
-            if not st:
+            k = len(st) - 1 if st else -1
+            while k >= 0 and st[k] > t:   # type: ignore[index]   # an entry read early: its
+                k -= 1                    # CPU was read late in an earlier cycle, it is newer
+            if k < 0:
                 self.unmatched += 1
                 continue
-            out.append((i, t - st.pop()))
+            out.append((i, t - st.pop(k)))   # type: ignore[union-attr]
         return out

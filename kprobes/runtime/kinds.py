@@ -98,14 +98,20 @@ class ProbeKindsMixin:
             if len(st) >= 64:       # entries whose return was missed (maxactive) age out
                 del st[0]
             try:
-                st.append(entry(ev))
+                st.append((ev.ts_ns, entry(ev)))
             except Exception:
-                st.append(None)
+                st.append((ev.ts_ns, None))
                 raise
 
         def on_return(ev: Event) -> None:
+            # the newest entry before this return: events of different CPUs can arrive
+            # out of order across read cycles, so the next call's entry, read early from
+            # another CPU, may already be on the stack
             st = stacks.get(ev.tid)
-            ev.data = st.pop() if st else None     # None: the entry was not seen
+            k = len(st) - 1 if st else -1
+            while k >= 0 and st[k][0] > ev.ts_ns:     # type: ignore[index]
+                k -= 1
+            ev.data = st.pop(k)[1] if k >= 0 else None  # type: ignore[union-attr]  # None: unseen
         ent.handler = on_entry
         ret.on_event = on_return
         return ret

@@ -85,12 +85,13 @@ def test_exitsnoop_codes_and_signals(tracefs, tmp_path):
         kids[pid] = -10
         for _ in kids:
             os.wait()
-        print(" ".join(f"{{k}}:{{v}}" for k, v in kids.items()))
+        with open({str(tmp_path / "kids")!r}, "w") as f:   # not the tool's stdout: no interleaving
+            f.write(" ".join(f"{{k}}:{{v}}" for k, v in kids.items()))
     """)
     r = _tool("exitsnoop", "--json", "-c", cmd)
     rows = _rows(r.stdout)
-    said = [ln for ln in r.stdout.splitlines() if not ln.startswith("{")]
-    kids = dict(map(int, kv.split(":")) for kv in said[0].split())
+    said = (tmp_path / "kids").read_text()
+    kids = dict(map(int, kv.split(":")) for kv in said.split())
     by_pid = {row["pid"]: row for row in rows}
     workload = [row for row in rows if row["pid"] not in kids]
     assert len(workload) == 1 and workload[0]["exit_code"] == 0
