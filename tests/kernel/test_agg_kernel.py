@@ -79,10 +79,21 @@ def test_count_by_comm_and_string_arg_both_backends_and_bpftrace(tfs, targets):
     p = _spawn([targets["workload"], "open", str(n), path])
     bt = None
     if shutil.which("bpftrace"):
-        bt = subprocess.Popen(["bpftrace", "-e", f"kprobe:do_sys_openat2 /pid == {p.pid}/ "
-                               "{ @ = count(); }"], stdout=subprocess.PIPE,
+        # BEGIN runs once every probe is attached; bpftrace ends itself when the target
+        # exits (a SIGINT that lands while it still attaches can leave it hanging)
+        bt = subprocess.Popen(["bpftrace", "-e", 'BEGIN { printf("ready\\n"); } '
+                               f"kprobe:do_sys_openat2 /pid == {p.pid}/ {{ @ = count(); }} "
+                               f"tracepoint:sched:sched_process_exit /pid == {p.pid}/ "
+                               "{ exit(); }"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-        assert "Attaching" in bt.stdout.readline()
+        assert bt.stdout is not None
+        seen = []
+        for line in bt.stdout:
+            seen.append(line)
+            if line.strip() == "ready":
+                break
+        else:
+            pytest.fail(f"bpftrace never got ready: {''.join(seen)}")
     try:
         with Session(pid=p.pid) as s:
             kern = s.count(OPEN, by=("comm", "path"), backend="kernel")
@@ -104,8 +115,12 @@ def test_count_by_comm_and_string_arg_both_backends_and_bpftrace(tfs, targets):
     finally:
         p.wait()
         if bt is not None:
-            bt.send_signal(signal.SIGINT)
-            out = bt.communicate(timeout=60)[0]
+            try:
+                out = bt.communicate(timeout=600)[0]
+            finally:
+                if bt.poll() is None:
+                    bt.kill()
+                    bt.wait()
     if bt is not None:
         assert f"@: {total}" in out, out
 
