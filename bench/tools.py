@@ -205,7 +205,7 @@ def cost_snoop(loops: str, n: int, env: dict[str, str], bcc: bool, rounds: int =
     import threading
     import uuid
     path = f"/nonexistent/kpbench-{uuid.uuid4().hex[:8]}"
-    variants = {who: v for who, v in _variants("opensnoop", bcc).items()}
+    variants = _variants("opensnoop", bcc)
     got: dict[str, list[float]] = {who: [] for who in variants}
     bases = []
 

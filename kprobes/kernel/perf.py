@@ -28,6 +28,7 @@ __all__ = ["TaskCounter", "available"]
 #: perf_event_open's number per machine (``uname -m``)
 _NR = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319, "ppc64": 319,
        "s390x": 331, "i686": 336, "i386": 336, "armv7l": 364, "loongarch64": 241}
+_MY_NR = _NR.get(os.uname().machine)
 PERF_TYPE_TRACEPOINT = 2
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 _INHERIT = 1 << 1           # attr.inherit: counters follow forks and new threads
@@ -40,7 +41,7 @@ _call: list = []            # [syscall function], set on first use
 
 def available() -> bool:
     """Whether this kernel and machine can count events with perf."""
-    return os.uname().machine in _NR and os.path.exists("/proc/sys/kernel/perf_event_paranoid")
+    return _MY_NR is not None and os.path.exists("/proc/sys/kernel/perf_event_paranoid")
 
 
 def _syscall():     # -> the libc syscall function
@@ -63,7 +64,7 @@ def open_counter(event_id: int, tid: int) -> int:
     f, get_errno = _syscall()
     attr = _ATTR.pack(PERF_TYPE_TRACEPOINT, _ATTR.size, event_id, 0, 0, 0, _INHERIT, 0, 0, 0)
     for attempt in (0, 1):
-        fd = f(_NR[os.uname().machine], attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC)
+        fd = f(_MY_NR, attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC)
         if fd >= 0:
             return int(fd)
         e = get_errno()
@@ -103,27 +104,21 @@ def _refusal(e: OSError, what: str) -> KprobesError:
 
 
 class TaskCounter:
-    """Hits of one trace event in the given processes (every thread of each, and
-    what they start after this): one perf counter per thread, summed on read.
-    A thread that exits between listing and opening is skipped; the others
-    must open. ``close()`` (or the owner's undo) releases the counters, which
-    the kernel needs before the event's definition can be removed."""
+    """Hits of one trace event in the given threads (and what they start after
+    this): one perf counter per thread, summed on read. A thread that exits
+    between listing and opening is skipped; the others must open. ``close()``
+    (or the owner's undo) releases the counters, which the kernel needs before
+    the event's definition can be removed."""
 
-    def __init__(self, event_id: int, pids: list[int], what: str) -> None:
+    def __init__(self, event_id: int, tids: list[int], what: str) -> None:
         self.fds: list[int] = []
         try:
-            for pid in pids:
+            for tid in tids:
                 try:
-                    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-                except FileNotFoundError:
-                    raise KprobesError(f"no process {pid}",
-                                       hint="check the pid with: ps -p PID") from None
-                for tid in tids:
-                    try:
-                        self.fds.append(open_counter(event_id, tid))
-                    except OSError as e:
-                        if e.errno != _errno.ESRCH:
-                            raise _refusal(e, what) from None
+                    self.fds.append(open_counter(event_id, tid))
+                except OSError as e:
+                    if e.errno != _errno.ESRCH:
+                        raise _refusal(e, what) from None
         except BaseException:
             self.close()
             raise

@@ -124,12 +124,15 @@ class KernelAgg(_Agg):
         s = self.session
         assert s.pid is not None
         try:
-            self.counter = TaskCounter(s.tracefs.event_id(g, e), [s.pid], f"{g}:{e}")
+            self.counter = TaskCounter(s.tracefs.event_id(g, e), s._tids([s.pid]),  # noqa: SLF001
+                                       f"{g}:{e}")
         except NotSupported as err:
             if not triggers.has_hist(s.tracefs):
                 raise
             self.hits_of = ""
             self.backend_reason = f"hist trigger ({err})"
+            if s._perf_only():          # noqa: SLF001 - its task filter was left to perf
+                s._set_pids([s.pid])    # noqa: SLF001
             return False
         s._undo.append((f"close perf counters of {g}/{e}", self._close_perf))  # noqa: SLF001
         return True

@@ -144,15 +144,7 @@ class ProbeKindsMixin:
         ent = self.add(_with(eprobe, entry_args, None, None), None, name=f"{ret.name}_entry")
         ent.hidden = True
         self._no_comm.add(id(ent))      # type: ignore[attr-defined]   # comm: the return's
-        def complete() -> int | None:
-            """Events up to this time have all been read (None: every event has)."""
-            r = self._reader                        # type: ignore[attr-defined]
-            if r is None or self._draining or not (   # type: ignore[attr-defined]
-                    self.clock == "mono" and self.clock_set):   # type: ignore[attr-defined]
-                return None      # another trace clock: no time to compare with
-            return int(r.complete_ns)
-
-        pairer = CallPairer(handler, complete=complete,
+        pairer = CallPairer(handler, complete=self._read_upto,  # type: ignore[attr-defined]
                             on_error=lambda e: self._handler_error(ret, e))  # type: ignore[attr-defined]
         ent.batch = pairer.entries
         ret.batch = pairer.returns

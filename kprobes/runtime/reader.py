@@ -300,9 +300,10 @@ class Reader:
         if pages:
             self.tasks.new_batch()
         last: dict[int, Sequence[tuple[int, int, int]]] = {}
-        for cpu, _page, recs in pages:
-            if cpu in self._limited:
-                last[cpu] = recs
+        if self._limited:           # a CPU that had more than a cycle takes: its last page
+            for cpu, _page, recs in pages:
+                if cpu in self._limited:
+                    last[cpu] = recs
         self._limited_last = list(last.values())
         if self.stacks is not None:
             return Cycle(self, *self.stacks.split(pages))

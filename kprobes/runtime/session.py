@@ -294,7 +294,7 @@ class Session(ProbeKindsMixin, AggregateMixin, DeliverMixin):
                 pass
         if self._streams():     # the ring buffer's settings, if anything is read from it
             self._ring_buffer_options(inst)
-        if self.pid is not None:
+        if self.pid is not None and not self._perf_only():
             self._set_pids([self.pid])
         elif not self.trace_self and os.path.exists(os.path.join(inst.path,
                                                                  "set_event_notrace_pid")):
@@ -329,15 +329,38 @@ class Session(ProbeKindsMixin, AggregateMixin, DeliverMixin):
                                hint="give the task when the session is made: Session(pid=PID)")
         self._set_pids(pids)
 
-    def _set_pids(self, pids: Iterable[int]) -> None:
-        inst = self._inst
-        assert inst is not None
+    def _perf_only(self) -> bool:
+        """Every probe is a plain count of the session's task by perf counters, which
+        filter by task themselves: no ``set_event_pid`` (its probes on every context
+        switch) unless one of them falls back to a hist trigger."""
+        perf = {id(getattr(a, "handle", None)) for a in self.aggregations
+                if getattr(a, "hits_of", "") == "perf"}
+        return all(id(h) in perf for h in self.handles)
+
+    @staticmethod
+    def _tids(pids: Iterable[int]) -> list[int]:
+        """Every thread of these processes."""
         tids: list[int] = []
         for pid in pids:
             try:
                 tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
             except FileNotFoundError:
                 raise KprobesError(f"no process {pid}", hint="check the pid with: ps -p PID") from None
+        return tids
+
+    def _read_upto(self) -> int | None:
+        """Every event stamped up to this time has been read (:attr:`Reader.complete_ns`);
+        None when every event has (draining), or when the trace clock is not ``mono``
+        (no time of ours to compare with)."""
+        r = self._reader
+        if r is None or self._draining or not (self.clock == "mono" and self.clock_set):
+            return None
+        return r.complete_ns
+
+    def _set_pids(self, pids: Iterable[int]) -> None:
+        inst = self._inst
+        assert inst is not None
+        tids = self._tids(pids)
         try:
             inst.write("options/event-fork", "1")
         except KprobesError:

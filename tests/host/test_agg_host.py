@@ -211,6 +211,8 @@ def test_plain_count_of_a_task_is_counted_by_perf(tracefs, workload):
             assert s.reader is not None and s.reader.fds == []    # no ring buffer opened
             with open(os.path.join(s._inst.path, "events/syscalls/sys_enter_getppid/trigger")) as f:
                 assert [ln for ln in f if not ln.startswith("#")] == []
+            with open(os.path.join(s._inst.path, "set_event_pid")) as f:
+                assert f.read().split() == []     # perf filters by task: no pid filter probes
             _go(other)
             sh.stdin.write("g\n")
             sh.stdin.close()
