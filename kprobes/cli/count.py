@@ -19,7 +19,9 @@ EXAMPLES = """examples:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("count", help="count events per key, in the kernel where it can",
                        description="Count each probe's events per key (comm, pid, tid, cpu, "
-                                   "args), with hist triggers in the kernel where it has them.",
+                                   "args) in the kernel where it can: a plain count by the probe's own "
+                                   "hit counter, or with -p/-c by perf counters on the task; keyed "
+                                   "counts by hist triggers.",
                        epilog=EXAMPLES + "\n" + SPEC_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec (quote each one)")

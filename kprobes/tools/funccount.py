@@ -2,9 +2,11 @@
 as bcc's ``funccount``.
 
 Kernel side: one probe per match (:func:`kprobes.expand_pattern`), each
-counted by :meth:`Session.count`: a hist trigger in the kernel where there
-are hist triggers (nothing per call leaves the kernel), else in this
-process from the ring buffer. Prints ``FUNC COUNT`` (``--json``: the
+counted by :meth:`Session.count` in the kernel, nothing per call leaving it:
+system-wide by the probe's own hit counter (``kprobe_profile``/``uprobe_profile``),
+with ``-p PID`` by perf counters on that process, else (tracepoints
+system-wide) by a hist trigger where there are hist triggers; without them, in
+this process from the ring buffer. Prints ``FUNC COUNT`` (``--json``: the
 aggregation JSON line with one row per function, key ``func``).
 """
 
@@ -52,7 +54,8 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-r", "--regexp", action="store_true",
                    help='use regular expressions. Default is "*" wildcards only.')
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="kernel: hist triggers; user: count in this process; auto (default)")
+                   help="kernel: hit counters, perf counters (-p) or hist triggers; user: "
+                        "count in this process; auto (default)")
     p.add_argument("pattern", help="search expression for events")
 
 
