@@ -15,14 +15,38 @@ whole column, with no per-record tuple and no transposition.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter, lshift, or_
 
-__all__ = ["uniform_stride", "strided_columns", "segment_columns"]
+from .ringbuf import Records, starts_of
+
+TYPE_CHECKING = False   # typing's, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["uniform_stride", "strided_columns", "segment_columns", "all_same"]
 
 _START = itemgetter(1)
 _SIZES = {"B": 1, "b": 1, "H": 2, "h": 2, "I": 4, "i": 4, "Q": 8, "q": 8}
+
+
+def all_same(col: Any) -> bool:
+    """Whether every value of a non-empty column (an ``array``, ``bytes`` or a
+    list) is the first one: for arrays and bytes one C-level comparison of
+    their bytes, not a Python int per value.
+
+    >>> all_same(array("i", [7, 7, 7])), all_same(array("i", [7, 7, 8])), all_same(["a", "a"])
+    (True, False, True)
+    """
+    t = type(col)
+    if t is array:
+        b = col.tobytes()
+        return b == b[:col.itemsize] * len(col)
+    if t is bytes:
+        return col == col[:1] * len(col)
+    return col.count(col[0]) == len(col)
 
 
 def uniform_stride(starts: list[int]) -> int | None:
@@ -40,45 +64,67 @@ def uniform_stride(starts: list[int]) -> int | None:
 
 
 def strided_columns(buf: bytes | bytearray | memoryview, first: int, stride: int, n: int,
-                    layout: Sequence[tuple[int, str]]) -> list[list[int]] | None:
+                    layout: Sequence[tuple[int, str]], arrays: int = 0,
+                    ) -> list[Any] | None:
     """One list per ``(offset, code)`` of ``layout``: the value of each of the
     ``n`` records at ``first + i * stride`` (a 4-byte multiple, as ring-buffer
-    records are). None if the records run past ``buf``."""
+    records are); the first ``arrays`` columns as ``array(code)`` instead (one
+    C-level copy, no int objects). None if the records run past ``buf``."""
     mv = memoryview(buf)
-    out = []
-    for off, code in layout:
+    out: list[Any] = []
+    for j, (off, code) in enumerate(layout):
         size = _SIZES[code]
         start = first + off
         end = start + stride * (n - 1) + size
         if end > len(mv) or stride % 4:
             return None
         if stride % size == 0:
-            out.append(mv[start:end].cast(code)[::stride // size].tolist())  # type: ignore[call-overload]
+            view = mv[start:end].cast(code)[::stride // size]  # type: ignore[call-overload]
+            out.append(array(code, bytes(view)) if j < arrays else view.tolist())
             continue
         # a 64-bit field and a stride of 4 (mod 8), the usual for records with
         # u64 values: its two 32-bit halves (little-endian), joined
         step = stride // 4
         lo = mv[start:end - 4].cast("I")[::step].tolist()
         hi = mv[start + 4:end].cast("i" if code == "q" else "I")[::step].tolist()
-        out.append(list(map(or_, lo, map(lshift, hi, repeat(32)))))
+        col = list(map(or_, lo, map(lshift, hi, repeat(32))))
+        out.append(array(code, col) if j < arrays else col)
     return out
 
 
 def segment_columns(layout: Sequence[tuple[int, str]] | None,
                     segs: Sequence[tuple[int, bytes, Sequence[tuple[int, int, int]]]],
-                    ) -> list[list[int]] | None:
+                    arrays: int = 0) -> list[Any] | None:
     """The columns of ``layout`` (``RecordDecoder.layout``) for the records
     ``(ts, start, length)`` of every ``(cpu, page, records)`` in ``segs``,
-    concatenated; None if a page's records are not at one stride or there is
-    no layout (then decode record by record)."""
+    concatenated (the first ``arrays`` as ``array``, the rest as lists); None
+    if a page's records are not at one stride or there is no layout (then
+    decode record by record)."""
     if layout is None:
         return None
-    cols: list[list[int]] = [[] for _ in layout]
+    strides = {recs.stride if type(recs) is Records else None for _c, _p, recs in segs}
+    if len(strides) == 1 and None not in strides:
+        # every page one run at one stride: their runs joined end to end are one
+        # run too, and each column is one C-level slice of that
+        stride = strides.pop()
+        assert stride is not None
+        runs = []
+        for _cpu, page, recs in segs:
+            first, size = starts_of(recs)[0], stride * len(recs)
+            run = page[first:first + size]          # a full page's last record: 4 short
+            runs.append(run if len(run) == size else run + bytes(size - len(run)))
+        return strided_columns(b"".join(runs), 0, stride, sum(len(sg[2]) for sg in segs),
+                               layout, arrays)
+    cols: list[Any] = [array(code) if j < arrays else []
+                       for j, (_off, code) in enumerate(layout)]
     for _cpu, page, recs in segs:
-        starts = list(map(_START, recs))
-        stride = uniform_stride(starts)
-        got = None if stride is None else strided_columns(page, starts[0], stride, len(starts),
-                                                         layout)
+        if type(recs) is Records and recs.stride is not None:   # known: nothing to check
+            stride, first = recs.stride, recs.starts()[0]
+        else:
+            starts = list(map(_START, recs))
+            stride, first = uniform_stride(starts), starts[0]
+        got = None if stride is None else strided_columns(page, first, stride, len(recs),
+                                                         layout, arrays)
         if got is None:
             return None
         for c, g in zip(cols, got, strict=True):

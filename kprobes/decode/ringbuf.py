@@ -32,7 +32,16 @@ Lost events: the page flags only tell about events overwritten before this
 page (``options/overwrite`` = 1). Events dropped because the buffer was full
 (``overwrite`` = 0) are only counted in ``per_cpu/cpuN/stats``.
 
-Speed: :meth:`PageDecoder.records` views the data as native u32 words
+Speed: the reader counts a page (:meth:`PageDecoder.lazy`) and splits it
+only when a consumer reads records. A page whose records are one run of one
+size from its start (the usual page at a high rate: one event back to back)
+is never split into per-record tuples: :class:`Records` gives its times from
+the header words (one strided slice and ``itertools.accumulate``) and its
+records' places as a ``range``, and batch columns are strided slices of the
+page (:mod:`kprobes.decode.columns`). Neither makes a tracked Python object per
+record, so the garbage collector is not woken per few hundred events: at
+1M events/s, ``trace --json`` spent ~35% of its CPU making and collecting the
+tuples. :meth:`PageDecoder.records` views the data as native u32 words
 (``memoryview.cast('I')``, records are 4-byte aligned). A leading run of
 data records of one size (the usual page: one event back to back) is split
 with strided slices and ``itertools.accumulate``, no per-record Python code
@@ -67,6 +76,9 @@ __all__ = [
     "PageHeader",
     "PageDecoder",
     "Records",
+    "ts_of",
+    "starts_of",
+    "last_ts",
     "RINGBUF_TYPE_DATA_TYPE_LEN_MAX",
     "RINGBUF_TYPE_PADDING",
     "RINGBUF_TYPE_TIME_EXTEND",
@@ -268,6 +280,12 @@ class PageDecoder:
         >>> PageDecoder().count(struct.pack("=QQ", 5, 16 * 40) + rec * 40)[1]
         40
         """
+        hdr, n, _tl = self._count(page)
+        return hdr, n
+
+    def _count(self, page: bytes | bytearray | memoryview) -> tuple[PageHeader, int, int]:
+        """:meth:`count`, and the ``type_len`` of the page's records if they are all
+        one run of one size from the start of the data (else 0)."""
         hdr = self.header(page)
         if hdr.data_len & 3:
             raise DecodeError(f"page data length {hdr.data_len} is not a multiple of 4")
@@ -275,13 +293,16 @@ class PageDecoder:
         nwords = hdr.data_len >> 2
         words = memoryview(page)[base:base + (nwords << 2)].cast("I")
         n = i = 0
-        fast = _BYTEORDER == "little" and nwords >= 16
+        fast = _BYTEORDER == "little"
+        uniform = run0 = 0
         try:
             while i < nwords:
                 w = words[i]
                 tl = w & 31
                 if 0 < tl <= RINGBUF_TYPE_DATA_TYPE_LEN_MAX:
                     k = _same_run(page, base, i, nwords, tl) if fast else 0
+                    if i == 0 and k:
+                        uniform, run0 = tl, k   # holds if no data record follows the run
                     if k < 8:
                         fast = False        # mixed sizes on this page: one record at a time
                     k = k or 1              # a record cut by the end: stepped over, then refused
@@ -310,13 +331,15 @@ class PageDecoder:
             words.release()
         if i > nwords:
             raise DecodeError(f"last record runs past the page data by {4 * (i - nwords)} bytes")
-        return hdr, n
+        if n != run0:
+            uniform = 0             # other data records follow the first run
+        return hdr, n, uniform
 
     def lazy(self, page: bytes) -> tuple[PageHeader, Records]:
         """The header and the records as a :class:`Records` sequence: counted now,
         split into tuples only when first iterated or indexed."""
-        hdr, n = self.count(page)
-        return hdr, Records(self, page, n)
+        hdr, n, tl = self._count(page)
+        return hdr, Records(self, page, n, tl, hdr.timestamp)
 
 
 class Records(Sequence[tuple[int, int, int]]):
@@ -324,24 +347,63 @@ class Records(Sequence[tuple[int, int, int]]):
 
     ``len()`` is known from :meth:`PageDecoder.count`; a consumer that only counts
     events (a count aggregation, ``trace -q``) never makes the per-record tuples.
+    A page whose records are one run of one size (the usual page at a high rate)
+    also gives its timestamps (:meth:`ts_list`) and where its records are
+    (:attr:`stride`, :meth:`starts`) without them: columns are read from the page
+    at that stride (:mod:`kprobes.decode.columns`).
 
     >>> import struct
     >>> rec = struct.pack("=I", 1 | 7 << 5) + bytes(4)
     >>> hdr, recs = PageDecoder().lazy(struct.pack("=QQ", 5, 16) + rec * 2)
     >>> len(recs), list(recs)
     (2, [(12, 20, 4), (19, 28, 4)])
+    >>> hdr, recs = PageDecoder().lazy(struct.pack("=QQ", 5, 8 * 9) + rec * 9)
+    >>> recs.stride, recs.starts()[:2], recs.ts_list()[:3]
+    (8, range(20, 36, 8), [12, 19, 26])
     """
 
-    __slots__ = ("_dec", "_page", "_n", "_list")
+    __slots__ = ("_dec", "_page", "_n", "_list", "_tl", "_ts0")
 
-    def __init__(self, dec: PageDecoder, page: bytes, n: int) -> None:
+    def __init__(self, dec: PageDecoder, page: bytes, n: int, tl: int = 0,
+                 ts0: int = 0) -> None:
         self._dec, self._page, self._n = dec, page, n
         self._list: list[tuple[int, int, int]] | None = None
+        self._tl, self._ts0 = tl, ts0
 
     def _get(self) -> list[tuple[int, int, int]]:
         if self._list is None:
             self._list = self._dec.records(self._page)[1]
         return self._list
+
+    @property
+    def stride(self) -> int | None:
+        """Bytes from one record to the next if they are one run, else None."""
+        return 4 * (self._tl + 1) if self._tl else None
+
+    def starts(self) -> Sequence[int]:
+        """Where each record's payload starts in the page."""
+        if self._tl:
+            start, step = self._dec.data_offset + 4, 4 * (self._tl + 1)
+            return range(start, start + step * self._n, step)
+        return [r[1] for r in self._get()]
+
+    def ts_list(self) -> list[int]:
+        """The records' timestamps (ns, trace clock)."""
+        if self._list is None and self._tl:
+            base, step = self._dec.data_offset, self._tl + 1
+            words = memoryview(self._page)[base:base + 4 * step * self._n].cast("I")
+            deltas = map(rshift, words[::step].tolist(), repeat(5))
+            words.release()
+            ts = list(accumulate(deltas, initial=self._ts0))
+            del ts[0]
+            return ts
+        return [r[0] for r in self._get()]
+
+    def last_ts(self) -> int:
+        """The last record's timestamp."""
+        if self._list is None and self._tl:
+            return self.ts_list()[-1]
+        return self._get()[-1][0]
 
     def __len__(self) -> int:
         return self._n
@@ -363,6 +425,27 @@ class Records(Sequence[tuple[int, int, int]]):
 
     def __repr__(self) -> str:
         return f"Records({self._n})"
+
+
+def ts_of(recs: Sequence[tuple[int, int, int]]) -> list[int]:
+    """The timestamps of a page's records (a :class:`Records` or a list of tuples)."""
+    if type(recs) is Records:
+        return recs.ts_list()
+    return [r[0] for r in recs]
+
+
+def starts_of(recs: Sequence[tuple[int, int, int]]) -> Sequence[int]:
+    """Where a page's records' payloads start (a :class:`Records` or a list of tuples)."""
+    if type(recs) is Records:
+        return recs.starts()
+    return [r[1] for r in recs]
+
+
+def last_ts(recs: Sequence[tuple[int, int, int]]) -> int:
+    """The timestamp of a page's last record."""
+    if type(recs) is Records:
+        return recs.last_ts()
+    return recs[-1][0]
 
 
 _BYTEORDER: Literal["little", "big"] = "little" if struct.pack("=H", 1) == b"\x01\x00" else "big"

@@ -9,9 +9,10 @@ import struct
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 
-from ..decode.columns import segment_columns
+from ..decode.columns import all_same, segment_columns
+from ..decode.ringbuf import starts_of, ts_of
 from .event import Event, TaskCache
 from .handle import ProbeHandle, Stream
 
@@ -26,9 +27,8 @@ COMM_ARG = "__comm"
 Page = tuple[int, bytes, Sequence[tuple[int, int, int]]]
 
 _COMMON = struct.Struct("=BBi")           # common_flags, common_preempt_count, common_pid
-_TS = itemgetter(0)
+_COMMON_LAYOUT = ((2, "B"), (3, "B"), (4, "i"))
 _PLUS2 = (2).__add__                      # payload start -> common_flags
-_START = itemgetter(1)
 _BY_TS = attrgetter("ts_ns")
 
 # The base class's slots, used to store what a LazyEvent decoded.
@@ -203,7 +203,7 @@ class Batch:
             if len(cpus) <= 1:
                 self._order = []
             else:
-                ts = [r[0] for s in self._segs for r in s[2]]
+                ts = self._ts_list()
                 self._order = sorted(range(len(ts)), key=ts.__getitem__)
         if not self._order:
             return values
@@ -213,9 +213,14 @@ class Batch:
     def ts(self) -> array:
         c = self._cols.get("ts")
         if c is None:
-            c = self._cols["ts"] = array("Q", self._ordered(
-                [t for s in self._segs for t in map(_TS, s[2])]))
+            c = self._cols["ts"] = array("Q", self._ordered(self._ts_list()))
         return c
+
+    def _ts_list(self) -> list[int]:
+        ts: list[int] = []
+        for s in self._segs:
+            ts += ts_of(s[2])
+        return ts
 
     @property
     def cpu(self) -> array:
@@ -228,22 +233,29 @@ class Batch:
         return c
 
     def _common(self) -> None:
+        cols = segment_columns(_COMMON_LAYOUT, self._segs, arrays=3)
+        if cols is not None:
+            self._set_common(*(self._ordered(c) for c in cols))
+            return
         rows: list[tuple[int, int, int]] = []
         unpack = _COMMON.unpack_from
         for _cpu, page, recs in self._segs:      # C-level loops: no bytecode per record
-            rows += map(unpack, repeat(page, len(recs)), map(_PLUS2, map(_START, recs)))
+            rows += map(unpack, repeat(page, len(recs)), map(_PLUS2, starts_of(recs)))
         rows = self._ordered(rows)
         flags, pcs, tids = (list(x) for x in zip(*rows, strict=True)) if rows else ([], [], [])
         self._set_common(flags, pcs, tids)
 
-    def _set_common(self, flags: list[int], pcs: list[int], tids: list[int]) -> None:
-        if 0xFF in pcs:
-            for i, pc in enumerate(pcs):
+    def _set_common(self, flags: Sequence[int], pcs: Sequence[int],
+                    tids: Sequence[int]) -> None:
+        a_flags = flags if type(flags) is array else array("B", flags)
+        a_pcs = pcs if type(pcs) is array else array("B", pcs)
+        if a_pcs.tobytes().find(0xFF) >= 0:
+            for i, pc in enumerate(a_pcs):
                 if pc == 0xFF:
-                    flags[i], pcs[i] = _fix_ctx(flags[i], pc)
-        self._cols["tid"] = array("i", tids)
-        self._cols["trace_flags"] = array("B", flags)
-        self._cols["preempt_count"] = array("B", pcs)
+                    a_flags[i], a_pcs[i] = _fix_ctx(a_flags[i], pc)
+        self._cols["tid"] = tids if type(tids) is array else array("i", tids)
+        self._cols["trace_flags"] = a_flags
+        self._cols["preempt_count"] = a_pcs
 
     @property
     def tid(self) -> array:
@@ -268,7 +280,7 @@ class Batch:
         c = self._cols.get("pid")
         if c is None:
             tgid, tids = self._tasks.tgid, self.tid
-            if tids and tids.count(tids[0]) == len(tids):     # one thread: the usual case
+            if tids and all_same(tids):     # one thread: the usual case
                 c = array("i", [tgid(tids[0])]) * len(tids)
             else:
                 m = {t: tgid(t) for t in set(tids)}
@@ -285,7 +297,7 @@ class Batch:
                 c = self._cols["comm"]
             else:
                 comm, tids = self._tasks.comm, self.tid
-                if tids and tids.count(tids[0]) == len(tids):
+                if tids and all_same(tids):
                     c = [comm(tids[0])] * len(tids)
                 else:
                     m = {t: comm(t) for t in set(tids)}
@@ -296,11 +308,11 @@ class Batch:
     def _decode(self) -> None:
         _h, dec, has_comm, hidden = self._t
         names = dec.names
-        cols = segment_columns(dec.layout, self._segs)
+        cols = segment_columns(dec.layout, self._segs, arrays=3)
         if cols is None:          # record by record, then transposed
             rows: list[Any] = []
             for _cpu, page, recs in self._segs:
-                rows += dec.rows(page, map(_START, recs))
+                rows += dec.rows(page, starts_of(recs))
             rows = self._ordered(rows)
             cols = ([list(x) for x in zip(*rows, strict=True)] if rows
                     else [[] for _ in range(3 + len(names))])
@@ -315,7 +327,7 @@ class Batch:
             del args[k]
         for k, m in _h.enums.items():
             if k in args:
-                args[k] = [m.get(v, v) for v in args[k]]  # type: ignore[misc]
+                args[k] = [m.get(v, v) for v in args[k]]
         if has_comm:
             self._cols["comm"] = args.pop(COMM_ARG)
         self._cols["args"] = args

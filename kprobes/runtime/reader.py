@@ -32,7 +32,7 @@ from operator import attrgetter
 
 from ..decode.format import parse_format
 from ..decode.record import RecordDecoder
-from ..decode.ringbuf import PageDecoder, PageHeader
+from ..decode.ringbuf import PageDecoder, PageHeader, last_ts
 from ..errors import DecodeError, KernelRefused, KprobesError
 from ..kernel import faults
 from ..kernel.tracefs import Instance, Tracefs
@@ -321,7 +321,7 @@ class Reader:
         on a CPU that had more pages than a cycle takes: there, up to its last read event.
         """
         return min([self._read_start - COMMIT_MARGIN_NS,
-                    *(recs[-1][0] for recs in self._limited_last)])
+                    *(last_ts(recs) for recs in self._limited_last)])
 
     def read_available(self) -> list[tuple[ProbeHandle, Event]]:
         """Read one cycle; its events, in timestamp order, with their handles."""

@@ -107,3 +107,32 @@ def test_an_empty_batch_has_empty_columns() -> None:
                                  meta["system"]), TaskCache(None))
     assert len(b) == 0
     assert (list(b.ts), list(b.tid), b.args, b.events()) == ([], [], {"__syscall_nr": []}, [])
+
+
+def test_columns_of_uniform_pages_read_without_record_tuples() -> None:
+    """Pages of one run of one event (the usual page at a high rate), read lazily
+    as the reader reads them: the columns come from the page at its stride, with no
+    per-record tuple, and equal those of the same pages split record by record;
+    two CPUs' pages merge by timestamp the same way."""
+    import struct
+    meta, page, recs = _page("getppid")
+    st = _stream(PAGES / "getppid" / "sys_enter_getppid.format", meta["system"])
+    mine = [r for r in recs if common_type(page, r[1]) == st.decoder.fmt.id]
+    body = b"".join(page[s - 4:s + n] for _ts, s, n in mine)
+    dec = PageDecoder.from_header_page((PAGES / "getppid" / "header_page").read_text())
+    p0 = struct.pack("=QQ", 1000, len(body)) + body
+    p1 = struct.pack("=QQ", 1001, len(body)) + body       # the other CPU, 1 ns later
+    lazy = Batch("getppid", st, TaskCache(None))
+    split = Batch("getppid", st, TaskCache(None))
+    for cpu, pg in ((0, p0), (1, p1)):
+        _h, recs_lazy = dec.lazy(pg)
+        assert recs_lazy.stride is not None
+        lazy._add(cpu, pg, recs_lazy)
+        split._add(cpu, pg, dec.records(pg)[1])
+    cols = ("ts", "cpu", "tid", "trace_flags", "preempt_count", "pid", "comm", "args")
+    got = {c: getattr(lazy, c) for c in cols}
+    assert all(s[2]._list is None for s in lazy._segs)     # no tuples were made
+    assert got == {c: getattr(split, c) for c in cols}
+    assert list(got["ts"]) == sorted(got["ts"]) and len(got["ts"]) == 2 * len(mine)
+    assert list(got["cpu"][:2]) == [0, 1]
+    assert got["tid"].count(meta["pid"]) == 2 * meta["calls"]

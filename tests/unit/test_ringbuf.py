@@ -278,6 +278,11 @@ def test_runs_of_same_size_records_match_the_per_record_loop(monkeypatch: pytest
     lazy = [DEC.lazy(pg)[1] for pg in pages if isinstance(count(pg), tuple)]
     assert [list(r) for r in lazy] == [r[1] for r in slow if isinstance(r, tuple)]
     assert sum(len(r[1]) for r in fast if isinstance(r, tuple)) > 20000
+    monkeypatch.undo()
+    fresh = [DEC.lazy(pg)[1] for pg in pages if isinstance(count(pg), tuple)]
+    assert [(r.ts_list(), list(r.starts())) for r in fresh] == \
+        [([x[0] for x in r[1]], [x[1] for x in r[1]]) for r in slow if isinstance(r, tuple)]
+    assert any(r.stride is not None for r in fresh)
 
 
 # --------------------------------------------------------------------------
@@ -412,3 +417,31 @@ def test_uniform_run_matches_the_walk_on_real_and_random_pages(
         pages.append(page(recs, data_len=max(0, len(recs) - 4 * rnd.choice([0, 0, 1, 2]))))
     for pg in pages:
         assert _fast(pg) == _walked(pg, monkeypatch)
+
+
+def test_lazy_records_give_times_and_starts_without_tuples() -> None:
+    """A page of one run gives its times and payload starts from the page words
+    (no per-record tuple is made); every page gives the same as its records."""
+    pages = [(PAGES / d / "page.bin").read_bytes() for d in ("getppid", "uprobe")]
+    run = b"".join(data(7 + i, struct.pack("=Iq", i, -i)) for i in range(40))
+    for tail in (b"", hdr(29, 0), padding(3, 8), extend(1 << 28), extend(5) + data(3, b"Z" * 12),
+                 data(2, b"Y" * 8), long_data(1, b"W" * 12)):
+        pages.append(page(run + tail))
+    pages.append(page(data(5, b"a" * 4)))                  # one record
+    pages.append(page(extend(9) + run))                    # a run that does not start the page
+    uniform = 0
+    for pg in pages:
+        _h, want = DEC.records(pg)
+        _h, recs = DEC.lazy(pg)
+        if recs.stride is not None:
+            uniform += 1
+            assert len({ln for _t, _s, ln in want}) == 1
+            assert recs._list is None
+        assert recs.ts_list() == [r[0] for r in want]
+        assert list(recs.starts()) == [r[1] for r in want]
+        assert recs.last_ts() == want[-1][0]
+        if recs.stride is not None:
+            assert recs._list is None                      # still no tuples
+            assert recs.stride == want[1][1] - want[0][1] if len(want) > 1 else True
+    # the real getppid page, the run alone and with trailing padding / extends
+    assert uniform == 6
