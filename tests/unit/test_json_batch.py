@@ -9,7 +9,7 @@ from array import array
 
 import pytest
 
-from kprobes.cli.trace_out import Sink, json_batch
+from kprobes.cli.trace_out import CHUNK, Sink, json_batch
 from kprobes.decode.format import FAULT
 from kprobes.output.render import json_line
 from kprobes.runtime.event import Event
@@ -53,9 +53,13 @@ def _encode(batches: list[FakeBatch]) -> str:
     return "".join(sink.f.parts)
 
 
-def _rows(n: int, cpus=(0,), tids=(7,), comm="gen", args=lambda i: {"nr": 110}) -> list[tuple]:
+def _rows(n: int, cpus=(0,), tids=(7,), comm="gen", args=lambda i: {"nr": 110},
+          vary: bool = True) -> list[tuple]:
+    """``vary``: context and preempt_count change from row to row (else one task
+    in one context: the usual batch)."""
     return [(1000 + i, cpus[i % len(cpus)], tids[i % len(tids)], 5, comm if isinstance(comm, str)
-             else comm[i % len(comm)], 0x08 if i % 3 == 0 else 0, i % 2, args(i))
+             else comm[i % len(comm)], 0x08 if vary and i % 3 == 0 else 0, i % 2 if vary else 1,
+             args(i))
             for i in range(n)]
 
 
@@ -67,6 +71,11 @@ def _rows(n: int, cpus=(0,), tids=(7,), comm="gen", args=lambda i: {"nr": 110}) 
     _rows(3, args=lambda i: {}),
     _rows(3, args=lambda i: {"s": FAULT if i == 1 else "ok", "n": i}),   # event by event
     _rows(3, args=lambda i: {"arr": (1, 2), "b": True}),
+    _rows(5, vary=False),                                      # one line head for all
+    _rows(6, cpus=(0, 1), vary=False),                         # one head per CPU
+    _rows(CHUNK * 2 + 5, cpus=(1,) * 300 + (0,) * 300, vary=False,   # several chunks,
+          args=lambda i: {"nr": 110, "x": i // 300}),         # a CPU and arg per chunk
+    _rows(CHUNK + 3, tids=(7,) * CHUNK + (8,), vary=False),   # a second task at the end
 ])
 def test_same_text_as_json_line(rows: list[tuple]) -> None:
     b = FakeBatch("p_x", rows)
