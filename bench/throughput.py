@@ -14,10 +14,11 @@ on ``bench_target`` (a function-call loop):
   bt-count    bpftrace ``@ = count()``
   bt-printf   bpftrace ``printf`` per event (to a file, lines counted)
   json        ``kprobes trace SPEC --json -o FILE -c CMD``
+  text        ``kprobes trace SPEC -o FILE -c CMD`` (text lines, the default output)
   quiet       ``kprobes trace SPEC --json -q -c CMD`` (count per batch, nothing decoded)
   handler     library, per-event handler counting (bench/consumer.py event)
   batch       library, batch handler (bench/consumer.py batch)
-  handler@1M, batch@1M, json@1M  the same with the loop paced to 1,000,000 calls/s
+  handler@1M, batch@1M, json@1M, text@1M  the same with the loop paced to 1,000,000 calls/s
 
 Columns (medians over K): ns per traced call (loop wall time / N, measured
 inside the workload), slowdown vs ``none``, events delivered / produced (N),
@@ -47,8 +48,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = sys.executable
 KPROBES = [PY, "-m", "kprobes"]
-ALL = ["none", "idle", "raw", "bt-count", "bt-printf", "json", "quiet", "handler", "batch",
-       "handler@1M", "batch@1M", "json@1M"]
+ALL = ["none", "idle", "raw", "bt-count", "bt-printf", "json", "text", "quiet", "handler",
+       "batch", "handler@1M", "batch@1M", "json@1M", "text@1M"]
 
 
 RUSAGE = ""
@@ -138,6 +139,16 @@ def measure(variant: str, t: Target, n: int, tmp: str) -> dict:
             raise RuntimeError(f"{delivered} lines but summary says {summ['events']}")
         os.unlink(outf)
         return _row(r, n, delivered, lost)
+    if base == "text":
+        outf = os.path.join(tmp, "events.txt")
+        r = _run([*KPROBES, "trace", t.spec, "-o", outf, "-c", " ".join(cmd)], tmp)
+        with open(outf, "rb") as f:
+            delivered = f.read().count(b"\n")
+        m = re.search(r"events delivered: (\d+), lost in ring buffer: (\d+)", r["stderr"])
+        if not m or int(m.group(1)) != delivered:
+            raise RuntimeError(f"{delivered} lines; summary: {r['stderr'][-500:]}")
+        os.unlink(outf)
+        return _row(r, n, delivered, int(m.group(2)))
     if base == "bt-count":
         prog = f"{t.bt_probe} /pid == cpid/ {{ @ = count(); }}"
         r = _run(["bpftrace", "-e", prog, "-c", " ".join(cmd)], tmp)

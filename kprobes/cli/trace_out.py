@@ -5,9 +5,11 @@ the user sees on stderr while it runs.
   cycle (a reader of the file sees events within the latency setting; a
   SIGKILL loses at most one batch). A failed write (EPIPE from ``| head``,
   ENOSPC from ``-o /dev/full``) stops the session and becomes one error.
-- :func:`json_batch` encodes a batch into JSON lines from its columns
-  (C-level ``map(str, ...)`` and slice assignment, no per-row Python code for
-  the common all-integer case), :data:`CHUNK` rows at a time (bounded memory).
+- :func:`json_batch` and :func:`text_batch` encode a batch into JSON or text
+  lines from its columns (C-level ``map(str, ...)`` and slice assignment, no
+  per-row Python code for integer and string arguments), :data:`CHUNK` rows
+  at a time (bounded memory); the text equals that of :func:`json_line` and
+  :func:`text_line` event by event.
 - The per-cycle watch (warnings, status line) is :class:`kprobes.cli.running.Watch`.
 """
 
@@ -18,11 +20,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from itertools import repeat
+from operator import truediv
 
 from ..decode.columns import all_same
 from ..decode.flags import CONTEXTS
 from ..errors import KprobesError
-from ..output.render import json_line, json_safe, text_line
+from ..output.render import escape_text, format_value, json_line, json_safe, text_line
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ _CTX_OF = bytes(_CTX_NAMES.index(c) for c in CONTEXT)
 CHUNK = 256
 
 _enc_str = json.encoder.encode_basestring  # C, keeps non-ASCII
+_TS_TEXT = "{:13.6f}".format                 # seconds, as text_line prints them
 
 
 class Sink:
@@ -122,26 +127,12 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
     go event by event. Rows are encoded and written :data:`CHUNK` at a time,
     so the text in memory stays ~50 KB whatever the batch size."""
     heads: dict[str, str] = {}
-    mids: dict[tuple[int, int, int, int, str], str] = {}
-    strs: dict[str, str] = {}
-
-    def jstr(v: str) -> str:
-        js = strs.get(v)
-        if js is None:
-            if len(strs) > 4096:
-                strs.clear()
-            js = strs[v] = json_safe(_enc_str(v))
-        return js
+    jstr = _memo(lambda v: json_safe(_enc_str(v)), 4096)
 
     def mid(cpu: int, pid: int, tid: int, comm: str, ctx: int, pc: int) -> str:
-        k = (cpu, tid, ctx, pc, comm)
-        m = mids.get(k)
-        if m is None:
-            if len(mids) > 65536:
-                mids.clear()
-            m = mids[k] = (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '
-                           f'"preempt_count": {pc}, "context": "{_CTX_NAMES[ctx]}", "args": {{')
-        return m
+        return (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '
+                f'"preempt_count": {pc}, "context": "{_CTX_NAMES[ctx]}", "args": {{')
+    mid = _memo_n(mid, 65536)
 
     def on_batch(b: Any) -> None:
         n = len(b)
@@ -184,14 +175,8 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
         """The JSON lines of ``n`` rows, from columns (a column that is one value for
         the whole batch comes as that value)."""
         # pieces of a row: constant text, or one string per row; constants merge
-        segs: list[str | list[str]] = [head, list(map(str, ts))]
-
-        def add(x: str | list[str]) -> None:
-            if type(x) is str and type(segs[-1]) is str:
-                segs[-1] += x
-            else:
-                segs.append(x)
-
+        segs, add = _pieces(head)
+        segs.append(list(map(str, ts)))
         if cpu_same:
             add(mid(cpu[0], pid[0], tid[0], comm[0], flags[0], pc[0]))
         elif task_same:     # one task on several CPUs: the usual case
@@ -203,18 +188,107 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
             add(name)
             add(enc(col) if same else list(map(enc, col)))
         add("}}\n")
-        width = len(segs)
-        out: list[str | None] = [None] * (width * n)
-        for j, seg in enumerate(segs):
-            out[j::width] = [seg] * n if type(seg) is str else seg
-        return "".join(out)           # type: ignore[arg-type]
+        return _interleave(n, segs)
     return on_batch
 
 
+def _memo(make: Callable[[Any], str], limit: int) -> Callable[[Any], str]:
+    """``make`` with its results kept per argument (at most ``limit``, then forgotten)."""
+    cache: dict[Any, str] = {}
+
+    def get(v: Any) -> str:
+        r = cache.get(v)
+        if r is None:
+            if len(cache) > limit:
+                cache.clear()
+            r = cache[v] = make(v)
+        return r
+    return get
+
+
+def _memo_n(make: Callable[..., str], limit: int) -> Callable[..., str]:
+    """:func:`_memo` for a function of several arguments."""
+    one = _memo(lambda k: make(*k), limit)
+    return lambda *k: one(k)
+
+
+def _interleave(n: int, segs: list[str | list[str]]) -> str:
+    """``n`` lines from row pieces: each piece one text for every row, or a list of
+    one text per row; the rows' pieces in order, joined once (C-level slice
+    assignment, no per-row bytecode)."""
+    width = len(segs)
+    out: list[str | None] = [None] * (width * n)
+    for j, seg in enumerate(segs):
+        out[j::width] = [seg] * n if type(seg) is str else seg
+    return "".join(out)           # type: ignore[arg-type]
+
+
+def _pieces(head: str | list[str]) -> tuple[list[str | list[str]],
+                                            Callable[[str | list[str]], None]]:
+    """A list of row pieces starting with ``head``, and its ``add``: constant texts
+    next to each other merge into one piece."""
+    segs: list[str | list[str]] = [head]
+
+    def add(x: str | list[str]) -> None:
+        if type(x) is str and type(segs[-1]) is str:
+            segs[-1] += x
+        else:
+            segs.append(x)
+    return segs, add
+
+
 def text_batch(sink: Sink, hexes: dict[str, set[str]]) -> Callable[[Any], None]:
+    """A batch handler writing one text line per event (the text of
+    :func:`text_line`), built per batch from columns like :func:`json_batch`:
+    integer and string arguments take the column path, other values (faults,
+    arrays, booleans) go event by event; :data:`CHUNK` rows at a time."""
+    qstr = _memo(format_value, 4096)
+
+    def mid(cpu: int, pid: int, tid: int, comm: str, probe: str) -> str:
+        return f" [{cpu:03d}] {escape_text(comm)}-{pid}/{tid} {probe}:"
+    mid = _memo_n(mid, 65536)
+
     def on_batch(b: Any) -> None:
+        n = len(b)
+        if not n:
+            return
         xs = hexes[b.probe]
-        sink.write("".join(text_line(ev, xs) + "\n" for ev in b.events()))
+        args = b.args
+        encs: list[Callable[[Any], str]] = []
+        for name, col in args.items():
+            kinds = set(map(type, col))
+            if kinds <= {int}:
+                encs.append(hex if name in xs else str)
+            elif kinds <= {str}:
+                encs.append(qstr)
+            else:
+                events = b.events()
+                for lo in range(0, n, CHUNK):
+                    sink.write("".join(text_line(ev, xs) + "\n" for ev in events[lo:lo + CHUNK]))
+                return
+        names = [f" {name}=" for name in args]
+        cols = list(args.values())
+        col_same = [all_same(c) for c in cols]
+        ts, cpu, tid, comm, pid = b.ts, b.cpu, b.tid, b.comm, b.pid
+        task_same = all_same(tid) and all_same(comm)
+        cpu_same = task_same and all_same(cpu)
+        probe = b.probe
+        for lo in range(0, n, CHUNK):      # bounded memory: one chunk's text at a time
+            hi = min(n, lo + CHUNK)
+            segs, add = _pieces(list(map(_TS_TEXT, map(truediv, ts[lo:hi], repeat(1e9)))))
+            c = cpu[lo:hi]
+            if cpu_same:
+                add(mid(c[0], pid[0], tid[0], comm[0], probe))
+            elif task_same:
+                by_cpu = {x: mid(x, pid[0], tid[0], comm[0], probe) for x in set(c)}
+                add(list(map(by_cpu.__getitem__, c)))
+            else:
+                add(list(map(mid, c, pid[lo:hi], tid[lo:hi], comm[lo:hi], repeat(probe))))
+            for name, col, same, enc in zip(names, cols, col_same, encs, strict=True):
+                add(name)
+                add(enc(col[0]) if same else list(map(enc, col[lo:hi])))
+            add("\n")
+            sink.write(_interleave(hi - lo, segs))
     return on_batch
 
 

@@ -20,15 +20,17 @@ from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter, lshift, or_
 
+from .format import FAULT
 from .ringbuf import Records, starts_of
 
 TYPE_CHECKING = False   # typing's, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["uniform_stride", "strided_columns", "segment_columns", "all_same"]
+__all__ = ["uniform_stride", "strided_columns", "segment_columns", "all_same", "loc_strings"]
 
 _START = itemgetter(1)
+_LEN = itemgetter(2)
 _SIZES = {"B": 1, "b": 1, "H": 2, "h": 2, "I": 4, "i": 4, "Q": 8, "q": 8}
 
 
@@ -65,11 +67,15 @@ def uniform_stride(starts: list[int]) -> int | None:
 
 def strided_columns(buf: bytes | bytearray | memoryview, first: int, stride: int, n: int,
                     layout: Sequence[tuple[int, str]], arrays: int = 0,
+                    strings: Sequence[tuple[int, int]] = (), plen: int = 0,
                     ) -> list[Any] | None:
     """One list per ``(offset, code)`` of ``layout``: the value of each of the
     ``n`` records at ``first + i * stride`` (a 4-byte multiple, as ring-buffer
     records are); the first ``arrays`` columns as ``array(code)`` instead (one
-    C-level copy, no int objects). None if the records run past ``buf``."""
+    C-level copy, no int objects). ``strings`` (``RecordDecoder.loc_strings``):
+    columns of ``__data_loc`` words turned into their strings, for payloads of
+    at least ``plen`` bytes (:func:`loc_strings`). None if the records run past
+    ``buf`` or a string is not where every record has it."""
     mv = memoryview(buf)
     out: list[Any] = []
     for j, (off, code) in enumerate(layout):
@@ -89,17 +95,60 @@ def strided_columns(buf: bytes | bytearray | memoryview, first: int, stride: int
         hi = mv[start + 4:end].cast("i" if code == "q" else "I")[::step].tolist()
         col = list(map(or_, lo, map(lshift, hi, repeat(32))))
         out.append(array(code, col) if j < arrays else col)
+    for j, base in strings:
+        got = loc_strings(buf, first, stride, out[j], base, plen)
+        if got is None:
+            return None
+        out[j] = got
     return out
+
+
+def loc_strings(buf: bytes | bytearray | memoryview, first: int, stride: int,
+                locs: list[int], base: int, plen: int) -> list[Any] | None:
+    r"""The strings of the ``__data_loc`` words ``locs`` of records at ``first +
+    i * stride`` whose payloads are ``plen`` bytes or more, as
+    ``RecordDecoder.decode`` gives them: cut at the first NUL, UTF-8 with
+    ``surrogateescape``, ``FAULT`` for an empty one (its fetch failed). Each
+    distinct string is decoded once. None (decode record by record) unless every
+    record has its string at one place (one task's ``$comm``, fixed-size text)
+    within its payload.
+
+    >>> page = b"".join(b"\x04\x00\x03\x00" + b"ab\x00\x00" for _ in range(3))
+    >>> loc_strings(page, 0, 8, [0x30004] * 3, 0, 8)
+    ['ab', 'ab', 'ab']
+    """
+    if not locs or not all_same(locs):
+        return None
+    loc = locs[0]
+    n, ln, off = len(locs), loc >> 16, (loc & 0xFFFF) + base
+    if not ln:
+        return [FAULT] * n
+    if off + ln > plen:
+        return None
+    if type(buf) is not bytes:
+        buf = bytes(buf)
+    start = first + off
+    raws = list(map(buf.__getitem__, map(slice, range(start, start + stride * n, stride),
+                                         range(start + ln, start + ln + stride * n, stride))))
+    text = {raw: _cstr(raw) for raw in set(raws)}
+    return list(map(text.__getitem__, raws))
+
+
+def _cstr(raw: bytes) -> str:
+    i = raw.find(0)
+    return (raw[:i] if i >= 0 else raw).decode("utf-8", "surrogateescape")
 
 
 def segment_columns(layout: Sequence[tuple[int, str]] | None,
                     segs: Sequence[tuple[int, bytes, Sequence[tuple[int, int, int]]]],
-                    arrays: int = 0) -> list[Any] | None:
+                    arrays: int = 0, strings: Sequence[tuple[int, int]] = (),
+                    ) -> list[Any] | None:
     """The columns of ``layout`` (``RecordDecoder.layout``) for the records
     ``(ts, start, length)`` of every ``(cpu, page, records)`` in ``segs``,
-    concatenated (the first ``arrays`` as ``array``, the rest as lists); None
-    if a page's records are not at one stride or there is no layout (then
-    decode record by record)."""
+    concatenated (the first ``arrays`` as ``array``, the rest as lists; the
+    ``strings``, ``RecordDecoder.loc_strings``, as strings); None if a page's
+    records are not at one stride or there is no layout (then decode record
+    by record)."""
     if layout is None:
         return None
     strides = {recs.stride if type(recs) is Records else None for _c, _p, recs in segs}
@@ -114,17 +163,19 @@ def segment_columns(layout: Sequence[tuple[int, str]] | None,
             run = page[first:first + size]          # a full page's last record: 4 short
             runs.append(run if len(run) == size else run + bytes(size - len(run)))
         return strided_columns(b"".join(runs), 0, stride, sum(len(sg[2]) for sg in segs),
-                               layout, arrays)
+                               layout, arrays, strings, stride - 4)
     cols: list[Any] = [array(code) if j < arrays else []
                        for j, (_off, code) in enumerate(layout)]
     for _cpu, page, recs in segs:
         if type(recs) is Records and recs.stride is not None:   # known: nothing to check
             stride, first = recs.stride, recs.starts()[0]
+            plen = stride - 4
         else:
             starts = list(map(_START, recs))
             stride, first = uniform_stride(starts), starts[0]
+            plen = min(map(_LEN, recs)) if strings else 0
         got = None if stride is None else strided_columns(page, first, stride, len(recs),
-                                                         layout, arrays)
+                                                         layout, arrays, strings, plen)
         if got is None:
             return None
         for c, g in zip(cols, got, strict=True):

@@ -102,7 +102,7 @@ class RecordDecoder:
 
     __slots__ = ("fmt", "types", "names", "hex_fields", "symbol_fields", "_struct",
                  "_unpack", "_fast_common", "_all_names", "_common_names", "_converters",
-                 "_min_len", "plain", "layout")
+                 "_min_len", "plain", "layout", "loc_strings")
 
     def __init__(self, fmt: EventFormat, types: Mapping[str, str] | None = None) -> None:
         self.fmt = fmt
@@ -135,6 +135,8 @@ class RecordDecoder:
         names: list[str] = []
         converters: list[tuple[str, Converter]] = []
         layout: list[tuple[int, str]] | None = [] if _LE else None   # columns: LE only
+        loc_strings: list[tuple[int, int]] = []     # (index in layout, __rel_loc base)
+        others = 0                                  # converters other than those strings
         for f in ordered:
             if f.name in names:
                 raise DecodeError(f"event {fmt.name}: two fields named {f.name}")
@@ -150,12 +152,18 @@ class RecordDecoder:
                           in ("", f"{f.size - struct.calcsize(one)}x") else None)
             pos = f.offset + f.size
             names.append(f.name)
-            conv = self._converter(f, self.types.get(f.name))
+            ptype = self.types.get(f.name)
+            conv = self._converter(f, ptype)
             if conv is not None:
                 if f.is_common:     # decoded into the common columns, never converted
                     raise DecodeError(f"event {fmt.name}: common field {f.name} is not a "
                                       f"plain integer ({f.decl}, size {f.size})")
                 converters.append((f.name, conv))
+                if (f.kind == "data_loc" and f.count is None and _loc_elem_type(f.decl) == "char"
+                        and not (ptype or "").startswith("char[")):
+                    loc_strings.append((len(names) - 1, f.offset + 4 if f.is_rel_loc else 0))
+                else:
+                    others += 1
         self._struct = struct.Struct("".join(codes))
         self._unpack = self._struct.unpack_from
         self._min_len = self._struct.size
@@ -169,10 +177,17 @@ class RecordDecoder:
         #: every field decodes to its raw ``struct`` value and the common fields
         #: come first: :meth:`rows` is one C-level unpack per record
         self.plain: bool = self._fast_common and not self._converters
-        #: plain and all integers: per value ``(offset, array code)``, in
-        #: ``(*common, *names)`` order, for column-wise slicing (decode.columns)
+        #: integers and ``__data_loc char[]`` strings only: per value ``(offset,
+        #: array code)``, in ``(*common, *names)`` order, for column-wise slicing
+        #: (decode.columns); a string's entry is its u32 ``__data_loc`` word
         self.layout: tuple[tuple[int, str], ...] | None = (
-            tuple(layout) if self.plain and layout is not None else None)
+            tuple(layout) if self._fast_common and not others and layout is not None
+            else None)
+        #: the strings of :attr:`layout`: ``(index, base)``, the string at ``base +
+        #: (loc & 0xffff)`` of ``(loc >> 16)`` bytes, NUL-terminated, as :meth:`decode`
+        #: gives it (``FAULT`` if empty: the fetch failed)
+        self.loc_strings: tuple[tuple[int, int], ...] = tuple(loc_strings) \
+            if self.layout is not None else ()
 
     # -- compile helpers
 

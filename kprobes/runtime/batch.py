@@ -36,6 +36,9 @@ _TID, _FLAGS, _PC, _ARGS, _COMM, _PID = (
     Event.__dict__[n] for n in ("tid", "trace_flags", "preempt_count", "args", "_comm", "_pid"))
 
 
+_PLUS1 = bytes((b + 1) & 0xFF for b in range(256))     # _fix_ctx's flags, for bytes.translate
+
+
 def _fix_ctx(flags: int, pc: int) -> tuple[int, int]:
     if pc == 0xFF:
         # tracing_gen_ctx_dec() took one off a zero context word (uprobes;
@@ -249,10 +252,15 @@ class Batch:
                     tids: Sequence[int]) -> None:
         a_flags = flags if type(flags) is array else array("B", flags)
         a_pcs = pcs if type(pcs) is array else array("B", pcs)
-        if a_pcs.tobytes().find(0xFF) >= 0:
-            for i, pc in enumerate(a_pcs):
-                if pc == 0xFF:
-                    a_flags[i], a_pcs[i] = _fix_ctx(a_flags[i], pc)
+        raw = a_pcs.tobytes()
+        if raw.find(0xFF) >= 0:
+            if raw.count(0xFF) == len(raw):     # every row (uprobes): one C pass each
+                a_flags = array("B", a_flags.tobytes().translate(_PLUS1))
+                a_pcs = array("B", bytes(len(raw)))
+            else:
+                for i, pc in enumerate(a_pcs):
+                    if pc == 0xFF:
+                        a_flags[i], a_pcs[i] = _fix_ctx(a_flags[i], pc)
         self._cols["tid"] = tids if type(tids) is array else array("i", tids)
         self._cols["trace_flags"] = a_flags
         self._cols["preempt_count"] = a_pcs
@@ -308,7 +316,7 @@ class Batch:
     def _decode(self) -> None:
         _h, dec, has_comm, hidden = self._t
         names = dec.names
-        cols = segment_columns(dec.layout, self._segs, arrays=3)
+        cols = segment_columns(dec.layout, self._segs, arrays=3, strings=dec.loc_strings)
         if cols is None:          # record by record, then transposed
             rows: list[Any] = []
             for _cpu, page, recs in self._segs:

@@ -1,5 +1,5 @@
-"""``kprobes trace`` output on this machine: the per-batch JSON encoder against
-the per-event one, the number convention, the live status line on a terminal,
+"""``kprobes trace`` output on this machine: the per-batch JSON and text
+encoders against the per-event ones, the number convention, the live status line on a terminal,
 and the tracepoint-args hint that leads to the string."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from targets.build import build
 
 from kprobes import Session
-from kprobes.cli.trace_out import Sink, json_batch
-from kprobes.output.render import json_line
+from kprobes.cli.trace_out import Sink, hex_args, json_batch, text_batch
+from kprobes.output.render import json_line, text_line
 
 pytestmark = pytest.mark.host
 KPROBES = [sys.executable, "-m", "kprobes"]
@@ -37,32 +37,43 @@ class _Collect:
 
 
 @pytest.mark.parametrize("spec", ["t:syscalls:sys_enter_getppid",
-                                  "u:{w}:target_func a=%di:s64 s=+0(%dx):string"])
-def test_json_batch_encoder_matches_json_line(tracefs, workload: str, spec: str) -> None:
-    """The column encoder writes exactly what json_line writes for each event."""
+                                  "u:{w}:target_func a=%di:s64 b=%si:x32 s=+0(%dx):string"])
+def test_batch_encoders_match_json_line_and_text_line(tracefs, workload: str, spec: str) -> None:
+    """The column encoders write exactly what json_line and text_line write for
+    each event of a real session (text: hex where the probe's types say so)."""
     n = 300
-    fast: list[str] = []
-    slow: list[str] = []
-    sink = Sink.__new__(Sink)
-    sink.error, sink.f, sink.on_error, sink.name = None, _Collect(), None, "test"
-    enc = json_batch(sink)
+    sinks = {}
+    for kind in ("json", "text"):
+        sink = Sink.__new__(Sink)
+        sink.error, sink.f, sink.on_error, sink.name = None, _Collect(), None, "test"
+        sinks[kind] = sink
+    slow: dict[str, list[str]] = {"json": [], "text": []}
+    hexes: dict[str, set[str]] = {}
+    encs = [json_batch(sinks["json"]), text_batch(sinks["text"], hexes)]
 
     def on_batch(b) -> None:
-        enc(b)
-        slow.extend(json_line(ev) + "\n" for ev in b.events())
+        for enc in encs:
+            enc(b)
+        slow["json"].extend(json_line(ev) + "\n" for ev in b.events())
+        slow["text"].extend(text_line(ev, hexes[b.probe]) + "\n" for ev in b.events())
 
     p = subprocess.Popen([workload, "-w", "getppid" if spec.startswith("t:") else "calls",
                           str(n)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     with Session(pid=p.pid) as s:
-        s.add_batch(spec.format(w=workload), on_batch)
+        h = s.add_batch(spec.format(w=workload), on_batch)
         s.start()
+        hexes[h.name] = hex_args(s, h)
         assert p.stdin is not None
         p.stdin.write(b"g")
         p.stdin.close()
         s.run(until=lambda: p.poll() is not None)
-    fast = "".join(sink.f.parts).splitlines(keepends=True)
-    assert len(slow) == n
-    assert fast == slow
+    if spec.startswith("u:"):
+        assert hexes[h.name] == {"b"}
+        assert " b=0x" in slow["text"][0] and " a=" in slow["text"][0]
+    for kind in ("json", "text"):
+        fast = "".join(sinks[kind].f.parts).splitlines(keepends=True)
+        assert len(slow[kind]) == n
+        assert fast == slow[kind], kind
 
 
 def test_number_convention(tracefs, workload: str) -> None:

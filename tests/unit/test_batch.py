@@ -136,3 +136,26 @@ def test_columns_of_uniform_pages_read_without_record_tuples() -> None:
     assert list(got["ts"]) == sorted(got["ts"]) and len(got["ts"]) == 2 * len(mine)
     assert list(got["cpu"][:2]) == [0, 1]
     assert got["tid"].count(meta["pid"]) == 2 * meta["calls"]
+
+
+def test_context_borrow_is_undone_in_columns_as_per_event() -> None:
+    """A preempt_count byte of 0xFF (the context word's borrow into the flags:
+    uprobes, int3 kprobes) is undone the same way in the columns, whether every
+    row has it (one C pass) or some do, as in the per-event view."""
+    import struct
+    meta, page, recs = _page("getppid")
+    st = _stream(PAGES / "getppid" / "sys_enter_getppid.format", meta["system"])
+    mine = [r for r in recs if common_type(page, r[1]) == st.decoder.fmt.id]
+    dec = PageDecoder.from_header_page((PAGES / "getppid" / "header_page").read_text())
+    for every in (True, False):
+        body = bytearray(b"".join(page[s - 4:s + n] for _ts, s, n in mine))
+        step = len(body) // len(mine)
+        for i in range(len(mine)):
+            if every or i % 2:
+                body[i * step + 4 + 2:i * step + 4 + 4] = bytes((0x08, 0xFF))  # flags, pc
+        pg = struct.pack("=QQ", 1000, len(body)) + bytes(body)
+        b = Batch("getppid", st, TaskCache(None))
+        b._add(0, pg, dec.lazy(pg)[1])
+        want = [(ev.trace_flags, ev.preempt_count) for ev in b.events()]
+        assert list(zip(b.trace_flags, b.preempt_count, strict=True)) == want
+        assert (0x09, 0) in want and all(pc != 0xFF for _f, pc in want)

@@ -1,6 +1,7 @@
-"""The per-batch JSON encoder of ``kprobes trace --json`` against the per-event
-one (``json_line``), on crafted batches: one task on one CPU, one task on two
-CPUs, several tasks, string args with hostile bytes, and a fault (slow path)."""
+"""The per-batch JSON and text encoders of ``kprobes trace`` against the
+per-event ones (``json_line``, ``text_line``), on crafted batches: one task on
+one CPU, one task on two CPUs, several tasks, string args with hostile bytes,
+hex arguments, and a fault (slow path)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from array import array
 
 import pytest
 
-from kprobes.cli.trace_out import CHUNK, Sink, json_batch
+from kprobes.cli.trace_out import CHUNK, Sink, json_batch, text_batch
 from kprobes.decode.format import FAULT
-from kprobes.output.render import json_line
+from kprobes.output.render import json_line, text_line
 from kprobes.runtime.event import Event
 
 
@@ -44,10 +45,11 @@ class Collect:
         pass
 
 
-def _encode(batches: list[FakeBatch]) -> str:
+def _encode(batches: list[FakeBatch], hexes: dict[str, set[str]] | None = None) -> str:
+    """JSON lines, or text lines if ``hexes`` (probe -> its args printed in hex)."""
     sink = Sink.__new__(Sink)
     sink.error, sink.f, sink.on_error, sink.name = None, Collect(), None, "test"
-    enc = json_batch(sink)
+    enc = json_batch(sink) if hexes is None else text_batch(sink, hexes)
     for b in batches:
         enc(b)
     return "".join(sink.f.parts)
@@ -63,7 +65,7 @@ def _rows(n: int, cpus=(0,), tids=(7,), comm="gen", args=lambda i: {"nr": 110},
             for i in range(n)]
 
 
-@pytest.mark.parametrize("rows", [
+ROWS = [
     _rows(5),
     _rows(6, cpus=(0, 1)),
     _rows(7, cpus=(0, 1), tids=(7, 8), comm=("a", "b\x1b")),
@@ -76,7 +78,12 @@ def _rows(n: int, cpus=(0,), tids=(7,), comm="gen", args=lambda i: {"nr": 110},
     _rows(CHUNK * 2 + 5, cpus=(1,) * 300 + (0,) * 300, vary=False,   # several chunks,
           args=lambda i: {"nr": 110, "x": i // 300}),         # a CPU and arg per chunk
     _rows(CHUNK + 3, tids=(7,) * CHUNK + (8,), vary=False),   # a second task at the end
-])
+    _rows(4, args=lambda i: {"fd": -2 - i, "nr": 1 << 40}),   # negative and wide: hex too
+    [(t + 64_266_730_686_499_000, *r) for t, *r in _rows(4, vary=False)],  # rounding at .5 us
+]
+
+
+@pytest.mark.parametrize("rows", ROWS)
 def test_same_text_as_json_line(rows: list[tuple]) -> None:
     b = FakeBatch("p_x", rows)
     got = _encode([b])
@@ -84,6 +91,18 @@ def test_same_text_as_json_line(rows: list[tuple]) -> None:
     for ln in got.splitlines():
         json.loads(ln)
     got.encode("utf-8")          # no lone surrogates: valid UTF-8
+
+
+@pytest.mark.parametrize("hexed", [set(), {"nr", "fd"}])
+@pytest.mark.parametrize("rows", ROWS)
+def test_same_text_as_text_line(rows: list[tuple], hexed: set[str]) -> None:
+    """``kprobes trace`` without ``--json``: the lines of ``text_line``, hex where
+    the probe's argument types say so, with no argument ("probe:"), with a
+    timestamp's rounding to the microsecond as the float format does it."""
+    b = FakeBatch("p_x", rows)
+    got = _encode([b], {"p_x": hexed})
+    assert got == "".join(text_line(ev, hexed) + "\n" for ev in b.events())
+    assert all(ln.isprintable() for ln in got.splitlines())   # escapes as text_line does
 
 
 def test_caches_across_batches() -> None:
