@@ -1,8 +1,10 @@
 """A library consumer for bench/throughput.py: trace SPEC while CMD runs.
 
-    python bench/consumer.py event|batch|idle SPEC -- CMD ARGS...
+    python bench/consumer.py event|fields|batch|idle SPEC -- CMD ARGS...
 
-``event``: a per-event handler counting events; ``batch``: a batch handler
+``event``: a per-event handler counting events; ``fields``: a per-event handler
+reading each event's ``tid``, ``comm`` and ``args`` (what a handler that prints
+does, without the printing); ``batch``: a batch handler
 counting rows (``len(batch)``) and reading the ``ts`` column; ``idle``: the
 probe is armed in the session's instance but nobody reads it (the workload's
 cost of recording alone). CMD is forked first, exec'd once the probes are armed,
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 
 def main() -> int:
@@ -47,6 +50,14 @@ def main() -> int:
                 nonlocal count
                 count += 1
             s.add(spec, on_event)
+        elif mode == "fields":
+            seen: set[object] = set()
+
+            def on_fields(ev: Any) -> None:
+                nonlocal count
+                count += 1
+                seen.add((ev.tid, ev.comm, len(ev.args)))
+            s.add(spec, on_fields)
         elif mode == "batch":
             def on_batch(b: object) -> None:
                 nonlocal count

@@ -17,8 +17,9 @@ on ``bench_target`` (a function-call loop):
   text        ``kprobes trace SPEC -o FILE -c CMD`` (text lines, the default output)
   quiet       ``kprobes trace SPEC --json -q -c CMD`` (count per batch, nothing decoded)
   handler     library, per-event handler counting (bench/consumer.py event)
+  fields      library, per-event handler reading tid, comm and args (bench/consumer.py fields)
   batch       library, batch handler (bench/consumer.py batch)
-  handler@1M, batch@1M, json@1M, text@1M  the same with the loop paced to 1,000,000 calls/s
+  handler@1M, fields@1M, batch@1M, json@1M, text@1M  the same, loop paced to 1,000,000 calls/s
 
 Columns (medians over K): ns per traced call (loop wall time / N, measured
 inside the workload), slowdown vs ``none``, events delivered / produced (N),
@@ -49,7 +50,7 @@ ROOT = os.path.dirname(HERE)
 PY = sys.executable
 KPROBES = [PY, "-m", "kprobes"]
 ALL = ["none", "idle", "raw", "bt-count", "bt-printf", "json", "text", "quiet", "handler",
-       "batch", "handler@1M", "batch@1M", "json@1M", "text@1M"]
+       "fields", "batch", "handler@1M", "fields@1M", "batch@1M", "json@1M", "text@1M"]
 
 
 RUSAGE = ""
@@ -114,8 +115,8 @@ def measure(variant: str, t: Target, n: int, tmp: str) -> dict:
         return _row(r, n, None, None, startup=False)
     if base == "raw":
         return _raw(t, cmd, n, tmp)
-    if base in ("idle", "handler", "batch"):
-        mode = {"idle": "idle", "handler": "event", "batch": "batch"}[base]
+    if base in ("idle", "handler", "fields", "batch"):
+        mode = {"idle": "idle", "handler": "event", "fields": "fields", "batch": "batch"}[base]
         r = _run([PY, os.path.join(HERE, "consumer.py"), mode, t.spec, "--", *cmd], tmp)
         res = json.loads(open(r["stdout"]).read().strip().splitlines()[-1])
         delivered, lost = res["delivered"], res["lost"]

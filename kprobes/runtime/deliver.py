@@ -1,6 +1,6 @@
 """Handing a read cycle to the handlers: batch handlers (and probes that are only
-counted) get :class:`~.batch.Batch` columns, per-event handlers lazily decoded
-events in timestamp order, with their arguments bound by name and pointers
+counted) get :class:`~.batch.Batch` columns, per-event handlers events built
+from those columns in timestamp order, with their arguments bound by name and pointers
 wrapped; handler errors are counted (or stop the run with ``stop_on_error``).
 Mixed into :class:`~.session.Session`."""
 
@@ -35,8 +35,8 @@ class DeliverMixin:
         """Hand one read cycle to the handlers; returns the events delivered.
 
         Batch handlers, and handles with no handler at all (counted only),
-        get :class:`Batch` columns; per-event handlers get lazily decoded
-        events in timestamp order.
+        get :class:`Batch` columns; per-event handlers get events made from
+        them in timestamp order.
         """
         if not cycle.n:
             return 0

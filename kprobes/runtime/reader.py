@@ -9,11 +9,12 @@ every page into records once (:meth:`PageDecoder.records`).
 What a cycle yields (:meth:`Reader.read_cycle`) is a :class:`Cycle`: the
 records of each page, not decoded. From it,
 
-* per-event handlers get :class:`LazyEvent` objects: ``probe``, ``ts_ns`` and
-  ``cpu`` are set, the payload (``tid``, ``trace_flags``, ``args``...) is decoded
-  from the page on first access. A handler that only counts, or looks at a
-  few events, pays for nothing else. Events are in timestamp order within the
-  cycle; merging is skipped when one CPU produced all of them.
+* per-event handlers get :class:`RowEvent` objects, made from each probe's
+  batch columns: every field a plain attribute (``pid``, and a tracepoint's
+  ``comm``, looked up on first use), in timestamp order within the cycle.
+  With stacks, or a record the columns cannot take, they get
+  :class:`~.batch.LazyEvent` objects instead, whose payload is decoded from
+  the page on first access.
 * batch handlers get one :class:`Batch` per probe per cycle: columns
   (``ts``, ``cpu``, ``tid``, ``args``...) built on first access, in bulk.
 
@@ -36,7 +37,7 @@ from ..decode.ringbuf import PageDecoder, PageHeader, last_ts
 from ..errors import DecodeError, KernelRefused, KprobesError
 from ..kernel import faults
 from ..kernel.tracefs import Instance, Tracefs
-from .batch import COMM_ARG, Batch, LazyEvent, handle_of
+from .batch import COMM_ARG, Batch, handle_of
 from .event import Event, TaskCache
 from .handle import ProbeHandle, Stream
 
@@ -100,24 +101,34 @@ class Cycle:
                 for target in by_type.get(t, ()):
                     yield target, cpu, page, grecs
 
-    def events(self, only: set[int] | None = None) -> list[LazyEvent]:
-        """Every record as a :class:`LazyEvent`, in timestamp order.
+    def events(self, only: set[int] | None = None) -> list[Event]:
+        """Every record as an event, in timestamp order: :class:`RowEvent` objects
+        built from each probe's batch columns (:meth:`Batch.row_events`), or
+        :class:`LazyEvent` objects with stacks.
 
         ``only``: ids (``id(handle)``) of the handles to make events for.
         """
+        if self.stk is not None:
+            return self._lazy_events(only)
+        out: list[Event] = []
+        batches = self.batches(only)
+        for _h, b in batches:
+            out += b.row_events()
+        if len(batches) > 1:
+            out.sort(key=_BY_TS)
+        return out
+
+    def _lazy_events(self, only: set[int] | None = None) -> list[Event]:
         tasks = self.reader.tasks
-        make = LazyEvent if self.stk is None else self.reader.stacks.event_factory(self.stk)
-        out: list[LazyEvent] = []
-        cpus = set()
+        make = self.reader.stacks.event_factory(self.stk)
+        out: list[Event] = []
         for target, cpu, page, recs in self._split():
             if only is not None and id(target.handle) not in only:
                 continue
             name = target.handle.name
             out += [make(name, ts, cpu, page, start, ln, target, tasks)
                     for ts, start, ln in recs]
-            cpus.add(cpu)
-        if len(cpus) > 1 or self.reader.single is None:
-            out.sort(key=_BY_TS)
+        out.sort(key=_BY_TS)
         return out
 
     def batches(self, only: set[int] | None = None) -> list[tuple[ProbeHandle, Batch]]:

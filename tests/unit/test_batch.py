@@ -33,6 +33,19 @@ def _stream(fmt_path: Path, system: str, types: dict[str, str] | None = None,
     return Stream(h, RecordDecoder(fmt, types), False, hidden)
 
 
+def _uprobe_batch() -> tuple[dict, Stream, Batch]:
+    """The recorded uprobe page's events as a batch: typed args, a hidden field, an enum."""
+    meta, page, recs = _page("uprobe")
+    types = {"n": "s32", "n8": "s8", "nx": "x64", "s": "string", "us": "ustring",
+             "ch": "char", "chars": "char[3]", "x": "x64", "xs": "s64", "arr": "u8[4]",
+             "sarr": "s8[4]", "imm": "string"}
+    st = _stream(PAGES / "uprobe" / "target.format", meta["system"], types,
+                 hidden=("__probe_ip",), enums={"n": {-5: "MINUS_FIVE"}})
+    b = Batch("target", st, TaskCache(None))
+    b._add(0, page, [r for r in recs if common_type(page, r[1]) == st.decoder.fmt.id])
+    return meta, st, b
+
+
 def test_getppid_columns_equal_record_by_record_decoding() -> None:
     meta, page, recs = _page("getppid")
     st = _stream(PAGES / "getppid" / "sys_enter_getppid.format", meta["system"])
@@ -76,16 +89,7 @@ def test_rows_of_two_cpus_merge_by_timestamp() -> None:
 
 
 def test_uprobe_page_hidden_fields_enums_strings_and_faults() -> None:
-    meta, page, recs = _page("uprobe")
-    d = PAGES / "uprobe"
-    types = {"n": "s32", "n8": "s8", "nx": "x64", "s": "string", "us": "ustring",
-             "ch": "char", "chars": "char[3]", "x": "x64", "xs": "s64", "arr": "u8[4]",
-             "sarr": "s8[4]", "imm": "string"}
-    st = _stream(d / "target.format", meta["system"], types, hidden=("__probe_ip",),
-                 enums={"n": {-5: "MINUS_FIVE"}})
-    mine = [r for r in recs if common_type(page, r[1]) == st.decoder.fmt.id]
-    b = Batch("target", st, TaskCache(None))
-    b._add(0, page, mine)
+    meta, st, b = _uprobe_batch()
     calls = meta["calls"]
     assert len(b) == len(calls)
     a = b.args
@@ -159,3 +163,29 @@ def test_context_borrow_is_undone_in_columns_as_per_event() -> None:
         want = [(ev.trace_flags, ev.preempt_count) for ev in b.events()]
         assert list(zip(b.trace_flags, b.preempt_count, strict=True)) == want
         assert (0x09, 0) in want and all(pc != 0xFF for _f, pc in want)
+
+
+def test_row_events_equal_the_lazily_decoded_events() -> None:
+    """What per-event handlers get (RowEvent, from the columns) has every field of
+    the event decoded record by record: tracepoint and uprobe pages (strings,
+    faults, enums, hidden fields, the comm fetched in the kernel), two CPUs merged
+    in time order, each event its own args dict, its handle reachable."""
+    from kprobes.runtime.batch import RowEvent, handle_of
+    meta, page, recs = _page("getppid")
+    st = _stream(PAGES / "getppid" / "sys_enter_getppid.format", meta["system"])
+    mine = [r for r in recs if common_type(page, r[1]) == st.decoder.fmt.id][:10]
+    two = Batch("getppid", st, TaskCache(None))
+    two._add(0, page, mine)
+    two._add(1, page, [(ts + 1, s, n) for ts, s, n in mine])
+    _meta_u, st_u, up = _uprobe_batch()
+    fields = ("probe", "ts_ns", "cpu", "tid", "trace_flags", "preempt_count", "args", "pid",
+              "comm", "context")
+    for b, st_b in ((two, st), (up, st_u)):
+        want = [tuple(getattr(ev, f) for f in fields) for ev in b.events()]
+        got = b.row_events()
+        assert all(type(ev) is RowEvent for ev in got)
+        assert [tuple(getattr(ev, f) for f in fields) for ev in got] == want
+        assert len({id(ev.args) for ev in got}) == len(got)      # a dict of its own each
+        assert all(handle_of(ev) is st_b.handle for ev in got)
+    assert [ev.cpu for ev in two.row_events()][:4] == [0, 1, 0, 1]
+    assert up.row_events()[0].args["n"] == "MINUS_FIVE" and "__probe_ip" not in up.row_events()[0].args
