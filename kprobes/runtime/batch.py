@@ -1,7 +1,8 @@
-"""What handlers receive from the ring buffer: :class:`LazyEvent` (one event,
-its payload decoded from the page on first access) and :class:`Batch` (one
-probe's events of a read cycle as columns, built on first access, in bulk).
-The reading itself is :mod:`.reader`."""
+"""What handlers receive from the ring buffer: :class:`Batch` (one probe's
+events of a read cycle as columns, built on first access, in bulk),
+:class:`RowEvent` (one row of those columns: what per-event handlers get) and
+:class:`LazyEvent` (one event, its payload decoded from the page on first
+access: events with stacks). The reading itself is :mod:`.reader`."""
 
 from __future__ import annotations
 
@@ -184,7 +185,8 @@ class Batch:
     ``comm``  ``list[str]``
     ``args``  ``dict[str, list]``  one list per fetched argument / field
 
-    :meth:`events` gives the same rows as :class:`LazyEvent` objects.
+    :meth:`row_events` gives the same rows as :class:`RowEvent` objects (what
+    per-event handlers get), :meth:`events` as :class:`LazyEvent` objects.
     """
 
     __slots__ = ("probe", "_segs", "_n", "_t", "_tasks", "_order", "_cols", "_stk", "_split")
