@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import lru_cache
 from itertools import repeat
 from operator import truediv
 
@@ -127,30 +128,21 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
     go event by event. Rows are encoded and written :data:`CHUNK` at a time,
     so the text in memory stays ~50 KB whatever the batch size."""
     heads: dict[str, str] = {}
-    jstr = _memo(lambda v: json_safe(_enc_str(v)), 4096)
+    jstr = lru_cache(4096)(lambda v: json_safe(_enc_str(v)))
 
+    @lru_cache(65536)
     def mid(cpu: int, pid: int, tid: int, comm: str, ctx: int, pc: int) -> str:
         return (f', "cpu": {cpu}, "pid": {pid}, "tid": {tid}, "comm": {jstr(comm)}, '
                 f'"preempt_count": {pc}, "context": "{_CTX_NAMES[ctx]}", "args": {{')
-    mid = _memo_n(mid, 65536)
 
     def on_batch(b: Any) -> None:
         n = len(b)
         if not n:
             return
         args = b.args
-        encs: list[Callable[[Any], str]] = []
-        for col in args.values():
-            kinds = set(map(type, col))
-            if kinds <= {int}:
-                encs.append(str)
-            elif kinds <= {str}:
-                encs.append(jstr)
-            else:
-                events = b.events()
-                for lo in range(0, n, CHUNK):
-                    sink.write("".join(json_line(ev) + "\n" for ev in events[lo:lo + CHUNK]))
-                return
+        encs = _encoders(sink, b, lambda _name: str, jstr, json_line)
+        if encs is None:
+            return
         head = heads.get(b.probe)
         if head is None:
             head = heads[b.probe] = '{"probe": ' + json.dumps(b.probe) + ', "ts_ns": '
@@ -177,13 +169,7 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
         # pieces of a row: constant text, or one string per row; constants merge
         segs, add = _pieces(head)
         segs.append(list(map(str, ts)))
-        if cpu_same:
-            add(mid(cpu[0], pid[0], tid[0], comm[0], flags[0], pc[0]))
-        elif task_same:     # one task on several CPUs: the usual case
-            by_cpu = {c: mid(c, pid[0], tid[0], comm[0], flags[0], pc[0]) for c in set(cpu)}
-            add(list(map(by_cpu.__getitem__, cpu)))
-        else:   # pid is one per tid within a batch
-            add(list(map(mid, cpu, pid, tid, comm, flags, pc)))
+        add(_per_task(mid, cpu, (pid, tid, comm, flags, pc), task_same, cpu_same))
         for name, col, same, enc in zip(names, cols, col_same, encs, strict=True):
             add(name)
             add(enc(col) if same else list(map(enc, col)))
@@ -192,24 +178,39 @@ def json_batch(sink: Sink) -> Callable[[Any], None]:
     return on_batch
 
 
-def _memo(make: Callable[[Any], str], limit: int) -> Callable[[Any], str]:
-    """``make`` with its results kept per argument (at most ``limit``, then forgotten)."""
-    cache: dict[Any, str] = {}
+def _encoders(sink: Sink, b: Any, for_int: Callable[[str], Callable[[Any], str]],
+              for_str: Callable[[Any], str], line: Callable[..., str],
+              ) -> list[Callable[[Any], str]] | None:
+    """One encoder per argument column of batch ``b``: ``for_int(name)`` for a
+    column of ints, ``for_str`` for one of strings. Any other column (faults,
+    arrays, booleans): the batch is written event by event with ``line`` and
+    None is returned."""
+    encs: list[Callable[[Any], str]] = []
+    for name, col in b.args.items():
+        kinds = set(map(type, col))
+        if kinds <= {int}:
+            encs.append(for_int(name))
+        elif kinds <= {str}:
+            encs.append(for_str)
+        else:
+            events = b.row_events()
+            for lo in range(0, len(events), CHUNK):
+                sink.write("".join(line(ev) + "\n" for ev in events[lo:lo + CHUNK]))
+            return None
+    return encs
 
-    def get(v: Any) -> str:
-        r = cache.get(v)
-        if r is None:
-            if len(cache) > limit:
-                cache.clear()
-            r = cache[v] = make(v)
-        return r
-    return get
 
-
-def _memo_n(make: Callable[..., str], limit: int) -> Callable[..., str]:
-    """:func:`_memo` for a function of several arguments."""
-    one = _memo(lambda k: make(*k), limit)
-    return lambda *k: one(k)
+def _per_task(mid: Callable[..., str], cpu: Any, task: tuple[Any, ...], task_same: bool,
+              cpu_same: bool) -> str | list[str]:
+    """The row piece ``mid(cpu, *task)`` of a chunk: one text if CPU and task are the
+    same for all rows, one per CPU if only the task is (the usual case), else per row."""
+    if cpu_same:
+        return mid(cpu[0], *(c[0] for c in task))
+    if task_same:
+        first = [c[0] for c in task]
+        by_cpu = {c: mid(c, *first) for c in set(cpu)}
+        return list(map(by_cpu.__getitem__, cpu))
+    return list(map(mid, cpu, *task))
 
 
 def _interleave(n: int, segs: list[str | list[str]]) -> str:
@@ -242,11 +243,11 @@ def text_batch(sink: Sink, hexes: dict[str, set[str]]) -> Callable[[Any], None]:
     :func:`text_line`), built per batch from columns like :func:`json_batch`:
     integer and string arguments take the column path, other values (faults,
     arrays, booleans) go event by event; :data:`CHUNK` rows at a time."""
-    qstr = _memo(format_value, 4096)
+    qstr = lru_cache(4096)(format_value)
 
-    def mid(cpu: int, pid: int, tid: int, comm: str, probe: str) -> str:
-        return f" [{cpu:03d}] {escape_text(comm)}-{pid}/{tid} {probe}:"
-    mid = _memo_n(mid, 65536)
+    @lru_cache(65536)
+    def mid(cpu: int, pid: int, tid: int, comm: str) -> str:
+        return f" [{cpu:03d}] {escape_text(comm)}-{pid}/{tid}"
 
     def on_batch(b: Any) -> None:
         n = len(b)
@@ -254,36 +255,23 @@ def text_batch(sink: Sink, hexes: dict[str, set[str]]) -> Callable[[Any], None]:
             return
         xs = hexes[b.probe]
         args = b.args
-        encs: list[Callable[[Any], str]] = []
-        for name, col in args.items():
-            kinds = set(map(type, col))
-            if kinds <= {int}:
-                encs.append(hex if name in xs else str)
-            elif kinds <= {str}:
-                encs.append(qstr)
-            else:
-                events = b.events()
-                for lo in range(0, n, CHUNK):
-                    sink.write("".join(text_line(ev, xs) + "\n" for ev in events[lo:lo + CHUNK]))
-                return
+        encs = _encoders(sink, b, lambda name: hex if name in xs else str, qstr,
+                         lambda ev: text_line(ev, xs))
+        if encs is None:
+            return
         names = [f" {name}=" for name in args]
         cols = list(args.values())
         col_same = [all_same(c) for c in cols]
         ts, cpu, tid, comm, pid = b.ts, b.cpu, b.tid, b.comm, b.pid
         task_same = all_same(tid) and all_same(comm)
         cpu_same = task_same and all_same(cpu)
-        probe = b.probe
+        probe = f" {b.probe}:"
         for lo in range(0, n, CHUNK):      # bounded memory: one chunk's text at a time
             hi = min(n, lo + CHUNK)
             segs, add = _pieces(list(map(_TS_TEXT, map(truediv, ts[lo:hi], repeat(1e9)))))
-            c = cpu[lo:hi]
-            if cpu_same:
-                add(mid(c[0], pid[0], tid[0], comm[0], probe))
-            elif task_same:
-                by_cpu = {x: mid(x, pid[0], tid[0], comm[0], probe) for x in set(c)}
-                add(list(map(by_cpu.__getitem__, c)))
-            else:
-                add(list(map(mid, c, pid[lo:hi], tid[lo:hi], comm[lo:hi], repeat(probe))))
+            add(_per_task(mid, cpu[lo:hi], (pid[lo:hi], tid[lo:hi], comm[lo:hi]), task_same,
+                          cpu_same))
+            add(probe)
             for name, col, same, enc in zip(names, cols, col_same, encs, strict=True):
                 add(name)
                 add(enc(col[0]) if same else list(map(enc, col[lo:hi])))

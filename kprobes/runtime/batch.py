@@ -358,11 +358,12 @@ class Batch:
             self._decode()
         return self._cols["args"]
 
-    def events(self) -> list[LazyEvent]:
-        """The rows as events (decoded lazily, like per-event handlers get them)."""
+    def events(self) -> list[Event]:
+        """The rows as :class:`LazyEvent` objects, each decoded from its record on
+        first access (what per-event handlers get when stacks are recorded)."""
         t, tasks, name = self._t, self._tasks, self.probe
         make = LazyEvent if self._stk is None else self._split.event_factory(self._stk)
-        out = [make(name, ts, cpu, page, start, ln, t, tasks)
+        out: list[Event] = [make(name, ts, cpu, page, start, ln, t, tasks)
                for cpu, page, recs in self._segs for ts, start, ln in recs]
         if len({s[0] for s in self._segs}) > 1:
             out.sort(key=_BY_TS)
@@ -373,13 +374,13 @@ class Batch:
         per-event handlers get); :meth:`events` (decoded record by record, on
         access) if the batch has stacks or a record the columns cannot take."""
         if self._stk is not None:
-            return list(self.events())
+            return self.events()
         n = self._n
         try:
             args = self.args
             cols = (self.ts, self.cpu, self.tid, self.trace_flags, self.preempt_count)
         except DecodeError:
-            return list(self.events())
+            return self.events()
         names = list(args)
         dicts = (map(dict, map(zip, repeat(names), zip(*args.values(), strict=True))) if names
                  else map(dict, repeat((), n)))
@@ -387,7 +388,7 @@ class Batch:
         return list(map(RowEvent, repeat(self.probe, n), *cols, dicts, comm,
                         repeat(self._tasks, n), repeat(self._t, n)))
 
-    def __iter__(self) -> Iterator[LazyEvent]:
+    def __iter__(self) -> Iterator[Event]:
         return iter(self.events())
 
     def to_arrow(self) -> Any:

@@ -33,6 +33,8 @@ class FakeBatch:
         return [Event(self.probe, ts, cpu, tid, fl, pc, dict(a), comm=comm, pid=pid)
                 for ts, cpu, tid, pid, comm, fl, pc, a in self.rows]
 
+    row_events = events      # a real Batch builds these from its columns (test_batch.py)
+
 
 class Collect:
     def __init__(self) -> None:
